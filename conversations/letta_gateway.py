@@ -1,0 +1,450 @@
+"""The one place lettachat talks to Letta.
+
+Only this module imports ``letta_client`` (ruff's banned-api rule enforces it). Everything it hands
+back is one of the frozen dataclasses below, and everything that goes wrong is a ``LettaError``.
+
+Sends are never retried: a retried ``messages.create`` is a second agent turn. Reads may be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal, Protocol
+
+import httpx
+import letta_client
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+from letta_client import AsyncLetta, Letta
+
+logger = logging.getLogger(__name__)
+
+READ_RETRIES = 2
+
+
+# --- Errors --------------------------------------------------------------------------------------
+
+
+class LettaError(Exception):
+    """Something went wrong talking to Letta. ``str(error)`` is fit to show a person."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LettaUnavailable(LettaError):
+    """Letta could not be reached, or did not answer in time."""
+
+
+class LettaNotFound(LettaError):
+    """Letta does not know the agent, conversation or run."""
+
+
+class LettaBusy(LettaError):
+    """The conversation already has a run in progress (HTTP 409)."""
+
+
+# --- What the gateway returns --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBlockInfo:
+    label: str
+    value: str
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    letta_id: str
+    name: str
+    description: str
+    model: str
+    blocks: tuple[MemoryBlockInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    letta_id: str
+    agent_id: str
+    summary: str
+    created_at: datetime | None
+    last_message_at: datetime | None
+
+
+MessageKind = Literal["user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """A whole message as Letta stores it."""
+
+    letta_id: str
+    message_type: MessageKind
+    content: str
+    created_at: datetime
+    name: str = ""
+    otid: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """The first event of a reply: Letta has accepted the message and started a run."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDelta:
+    """A piece of an assistant or reasoning message; pieces of one message share ``message_id``."""
+
+    message_id: str
+    kind: Literal["assistant", "reasoning"]
+    text: str
+    run_id: str = ""
+    seq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    message_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+    run_id: str = ""
+    seq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReturn:
+    message_id: str
+    tool_call_id: str
+    status: str
+    content: str
+    run_id: str = ""
+    seq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """Letta reported an error inside the stream (the run failed)."""
+
+    error_type: str
+    message: str
+    detail: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Why the agent loop stopped: ``end_turn`` is the normal end of a reply."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    context_tokens: int | None
+    step_count: int | None
+
+
+StreamEvent = RunStarted | ContentDelta | ToolCallDelta | ToolReturn | StreamError | Stopped | Usage
+
+
+class Gateway(Protocol):
+    """What the rest of lettachat needs from Letta; ``tests/fakes.py`` has a scripted one."""
+
+    def health(self) -> str: ...
+    def list_agents(self) -> list[AgentInfo]: ...
+    def create_agent(
+        self, *, name: str, model: str, description: str, blocks: dict[str, str]
+    ) -> AgentInfo: ...
+    def create_conversation(self, *, agent_id: str) -> ConversationInfo: ...
+    def list_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]: ...
+    async def alist_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]: ...
+    def astream_reply(
+        self, *, conversation_id: str, text: str, otid: str
+    ) -> AsyncIterator[StreamEvent]: ...
+
+
+# --- The real one ---------------------------------------------------------------------------------
+
+
+def _error_from(exc: Exception) -> LettaError:
+    if isinstance(exc, letta_client.APITimeoutError | httpx.TimeoutException):
+        return LettaUnavailable("The Letta server did not answer in time.")
+    if isinstance(exc, letta_client.APIConnectionError | httpx.TransportError):
+        return LettaUnavailable("The Letta server cannot be reached.")
+    if isinstance(exc, letta_client.APIStatusError):
+        status = exc.status_code
+        if status == 409:
+            return LettaBusy("The agent is still answering in this conversation.", status=status)
+        if status == 404:
+            return LettaNotFound("Letta does not know this item.", status=status)
+        if status in (401, 403):
+            return LettaError(
+                "Letta refused the request: check LETTA_API_KEY.", status=status
+            )
+        if status >= 500:
+            return LettaError(f"The Letta server failed ({status}).", status=status)
+        return LettaError(f"Letta rejected the request ({status}).", status=status)
+    return LettaError(f"Unexpected answer from Letta: {type(exc).__name__}.")
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except (letta_client.LettaError, httpx.HTTPError) as exc:
+        raise _error_from(exc) from exc
+
+
+def _text_of(content: Any) -> str:
+    """Letta message content is a string or a list of typed parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        text = getattr(part, "text", None)
+        if text is None and isinstance(part, dict):
+            text = part.get("text")
+        if text:
+            parts.append(text)
+    return "".join(parts)
+
+
+_STORED_TYPES: dict[str, MessageKind] = {
+    "user_message": "user",
+    "assistant_message": "assistant",
+    "reasoning_message": "reasoning",
+    "hidden_reasoning_message": "reasoning",
+    "tool_call_message": "tool_call",
+    "tool_return_message": "tool_return",
+    "system_message": "system",
+}
+
+
+def _message_info(m: Any) -> MessageInfo | None:
+    kind = _STORED_TYPES.get(m.message_type or "")
+    if kind is None:
+        return None
+    name = ""
+    if kind == "reasoning":
+        content = getattr(m, "reasoning", None) or getattr(m, "hidden_reasoning", None) or ""
+    elif kind == "tool_call":
+        call = m.tool_call
+        content, name = call.arguments or "", call.name or ""
+    elif kind == "tool_return":
+        content, name = m.tool_return or "", m.status or ""
+    else:
+        content = _text_of(m.content)
+    return MessageInfo(
+        letta_id=m.id,
+        message_type=kind,
+        content=content,
+        created_at=m.date,
+        name=name,
+        otid=m.otid or "",
+        run_id=m.run_id or "",
+    )
+
+
+def _stream_event(ev: Any) -> StreamEvent | None:
+    """Translate one SSE event of ``messages.create``/``messages.stream`` into ours."""
+    kind = getattr(ev, "message_type", None)
+    run_id = getattr(ev, "run_id", None) or ""
+    seq_id = getattr(ev, "seq_id", None)
+    if kind == "ping":
+        return RunStarted(run_id=run_id) if run_id else None
+    if kind == "assistant_message":
+        return ContentDelta(ev.id, "assistant", _text_of(ev.content), run_id, seq_id)
+    if kind == "reasoning_message":
+        return ContentDelta(ev.id, "reasoning", ev.reasoning or "", run_id, seq_id)
+    if kind == "tool_call_message":
+        call = ev.tool_call
+        return ToolCallDelta(
+            ev.id, call.tool_call_id or "", call.name or "", call.arguments or "", run_id, seq_id
+        )
+    if kind == "tool_return_message":
+        return ToolReturn(
+            ev.id, ev.tool_call_id, ev.status, ev.tool_return or "", run_id, seq_id
+        )
+    if kind == "error_message":
+        return StreamError(ev.error_type, ev.message, ev.detail or "", run_id)
+    if kind == "stop_reason":
+        return Stopped(str(ev.stop_reason))
+    if kind == "usage_statistics":
+        return Usage(
+            ev.prompt_tokens, ev.completion_tokens, ev.total_tokens, ev.context_tokens, ev.step_count
+        )
+    return None
+
+
+class LettaGateway:
+    """letta-client behind our own types. One instance per process (see ``get_gateway``)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.base_url = base_url or settings.LETTA_BASE_URL
+        self.api_key = api_key if api_key is not None else settings.LETTA_API_KEY
+        seconds = timeout if timeout is not None else settings.LETTA_TIMEOUT
+        self.timeout = httpx.Timeout(seconds, connect=min(5.0, seconds))
+        self._client = Letta(
+            base_url=self.base_url,
+            api_key=self.api_key or None,
+            timeout=self.timeout,
+            max_retries=READ_RETRIES,
+        )
+        # httpx's async pool belongs to one event loop: keep one client per loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLetta] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _aclient(self) -> AsyncLetta:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = AsyncLetta(
+                base_url=self.base_url,
+                api_key=self.api_key or None,
+                timeout=self.timeout,
+                max_retries=READ_RETRIES,
+            )
+            self._async_clients[loop] = client
+        return client
+
+    # Reads and idempotent calls -------------------------------------------------------------------
+
+    def health(self) -> str:
+        """The server's version; raises ``LettaUnavailable`` when it is down."""
+        with _translated_errors():
+            return str(self._client.health().version)
+
+    def list_agents(self) -> list[AgentInfo]:
+        agents: list[AgentInfo] = []
+        after: str | None = None
+        with _translated_errors():
+            while True:
+                page = self._client.agents.list(
+                    limit=100, order="asc", include=["agent.blocks"], **({"after": after} if after else {})
+                )
+                batch = list(page.items if hasattr(page, "items") else page)
+                agents.extend(self._agent_info(a) for a in batch)
+                if len(batch) < 100:
+                    return agents
+                after = batch[-1].id
+
+    @staticmethod
+    def _agent_info(agent: Any) -> AgentInfo:
+        blocks = tuple(
+            MemoryBlockInfo(label=b.label or "", value=b.value or "", limit=b.limit)
+            for b in (getattr(agent, "blocks", None) or [])
+        )
+        return AgentInfo(
+            letta_id=agent.id,
+            name=agent.name or agent.id,
+            description=agent.description or "",
+            model=agent.model or "",
+            blocks=blocks,
+        )
+
+    def list_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]:
+        """Messages in chronological order, after the given message id (a cursor, never an offset)."""
+        with _translated_errors():
+            page = self._client.conversations.messages.list(
+                conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
+            )
+            return [info for m in page.items if (info := _message_info(m)) is not None]
+
+    async def alist_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]:
+        with _translated_errors():
+            page = await self._aclient().conversations.messages.list(
+                conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
+            )
+            return [info for m in page.items if (info := _message_info(m)) is not None]
+
+    # Writes: never retried -----------------------------------------------------------------------
+
+    def create_agent(
+        self, *, name: str, model: str, description: str, blocks: dict[str, str]
+    ) -> AgentInfo:
+        with _translated_errors():
+            agent = self._client.with_options(max_retries=0).agents.create(
+                name=name,
+                model=model,
+                description=description,
+                memory_blocks=[{"label": label, "value": value} for label, value in blocks.items()],
+            )
+        return self._agent_info(agent)
+
+    def create_conversation(self, *, agent_id: str) -> ConversationInfo:
+        with _translated_errors():
+            conv = self._client.with_options(max_retries=0).conversations.create(agent_id=agent_id)
+        return ConversationInfo(
+            letta_id=conv.id,
+            agent_id=conv.agent_id,
+            summary=conv.summary or "",
+            created_at=conv.created_at,
+            last_message_at=conv.last_message_at,
+        )
+
+    async def astream_reply(
+        self, *, conversation_id: str, text: str, otid: str
+    ) -> AsyncIterator[StreamEvent]:
+        """Send one user message and yield the reply as it streams, token by token."""
+        client = self._aclient().with_options(max_retries=0)
+        with _translated_errors():
+            stream = await client.conversations.messages.create(
+                conversation_id,
+                messages=[{"role": "user", "content": text, "otid": otid}],
+                stream_tokens=True,
+                include_pings=True,
+            )
+            try:
+                async for raw in stream:
+                    event = _stream_event(raw)
+                    if event is not None:
+                        yield event
+            finally:
+                await stream.close()
+
+
+@cache
+def get_gateway() -> Gateway:
+    """The process's gateway, built from ``settings.LETTA_GATEWAY``."""
+    return import_string(settings.LETTA_GATEWAY)()
+
+
+@receiver(setting_changed)
+def _forget_gateway(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("LETTA_"):
+        get_gateway.cache_clear()

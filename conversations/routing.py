@@ -1,0 +1,7 @@
+from django.urls import path
+
+from conversations.consumers import ConversationConsumer
+
+websocket_urlpatterns = [
+    path("ws/c/<str:conversation_id>/", ConversationConsumer.as_asgi()),
+]

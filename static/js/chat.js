@@ -1,0 +1,51 @@
+// lettachat: small page behaviours on top of htmx. No inline scripts anywhere.
+(function () {
+  "use strict";
+
+  function messages() { return document.getElementById("messages"); }
+
+  function nearBottom(el) {
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+  }
+
+  function scrollToEnd() {
+    var el = messages();
+    if (el) el.scrollTop = el.scrollHeight;
+  }
+
+  // Enter sends, Shift+Enter makes a new line.
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (!(target instanceof HTMLTextAreaElement) || target.id !== "composer-input") return;
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (target.form) target.form.requestSubmit();
+    }
+  });
+
+  // Keep the newest message in view while it streams, unless the reader scrolled up.
+  var stick = true;
+  document.addEventListener("scroll", function (event) {
+    if (event.target === messages()) stick = nearBottom(event.target);
+  }, true);
+  document.addEventListener("htmx:wsAfterMessage", function () { if (stick) scrollToEnd(); });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); }
+  });
+  document.addEventListener("DOMContentLoaded", scrollToEnd);
+
+  // Show whether the live connection is up.
+  function setConnection(state) {
+    var thread = document.querySelector(".thread-inner");
+    if (thread) thread.dataset.connection = state;
+  }
+  document.addEventListener("htmx:wsConnecting", function () { setConnection("connecting"); });
+  document.addEventListener("htmx:wsOpen", function () { setConnection("open"); });
+  document.addEventListener("htmx:wsClose", function () { setConnection("closed"); });
+
+  // Sending: keep the text in the box until the server has stored it (it then sends a fresh box).
+  document.addEventListener("htmx:wsConfigSend", function (event) {
+    var error = document.getElementById("composer-error");
+    if (error) error.textContent = "";
+  });
+})();
