@@ -71,7 +71,8 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     # Null until Letta has confirmed the message (a user message is written when it is sent).
-    letta_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # Not unique alone: Letta gives a step's reasoning and its answer the same id.
+    letta_id = models.CharField(max_length=64, null=True, blank=True)
     # The offline threading id we send with a user message, to match Letta's copy to ours.
     otid = models.CharField(max_length=64, blank=True, db_index=True)
     message_type = models.CharField(max_length=16, choices=Type.choices)
@@ -86,6 +87,13 @@ class Message(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["conversation", "created_at", "id"], name="msg_thread_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["letta_id", "message_type"],
+                condition=models.Q(letta_id__isnull=False),
+                name="msg_letta_id_type_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_message_type_display()}: {self.content[:60]}"

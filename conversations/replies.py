@@ -75,6 +75,7 @@ class _Draft:
 
     letta_id: str
     kind: str
+    stream_id: str
     name: str = ""
     run_id: str = ""
     parts: list[str] = field(default_factory=list)
@@ -96,18 +97,23 @@ class _Relay:
         self.conversation = conversation
         self.draft: _Draft | None = None
 
-    async def piece(self, letta_id: str, kind: str, text: str, *, name: str = "", run_id: str = "") -> None:
-        if self.draft is not None and self.draft.letta_id == letta_id:
-            self.draft.parts.append(text)
-            if name and not self.draft.name:
-                self.draft.name = name
+    async def piece(
+        self, letta_id: str, kind: str, text: str, *, name: str = "", run_id: str = ""
+    ) -> None:
+        draft = self.draft
+        if draft is not None and (draft.letta_id, draft.kind) == (letta_id, kind):
+            draft.parts.append(text)
+            if name and not draft.name:
+                draft.name = name
             if text:
-                await publish(self.conversation.pk, fragments.stream_token(letta_id, text))
+                await publish(self.conversation.pk, fragments.stream_token(draft.stream_id, text))
             return
         await self.finish()
-        self.draft = _Draft(letta_id=letta_id, kind=kind, name=name, run_id=run_id, parts=[text])
+        # Letta gives a step's reasoning and its answer one id: the kind tells them apart.
+        stream_id = f"{kind}-{letta_id}"
+        self.draft = _Draft(letta_id, kind, stream_id, name=name, run_id=run_id, parts=[text])
         await publish(
-            self.conversation.pk, fragments.stream_started(letta_id, kind, text, name)
+            self.conversation.pk, fragments.stream_started(stream_id, kind, text, name)
         )
 
     async def finish(self, *, error: str = "") -> None:
@@ -124,11 +130,7 @@ class _Relay:
             run_id=draft.run_id,
             error=error,
         )
-        await publish(self.conversation.pk, fragments.stream_finished(draft.letta_id, message))
-
-    async def whole(self, message: Message) -> None:
-        await self.finish()
-        await publish(self.conversation.pk, fragments.message_appended(message))
+        await publish(self.conversation.pk, fragments.stream_finished(draft.stream_id, message))
 
 
 STOP_REASONS = {
@@ -165,6 +167,7 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
                     event.message_id, "tool_call", event.arguments, name=event.name, run_id=event.run_id
                 )
             elif isinstance(event, ToolReturn):
+                await relay.finish()
                 message = await database_sync_to_async(services.message_record)(
                     conversation=conversation,
                     letta_id=event.message_id,
@@ -173,7 +176,7 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
                     name=event.status,
                     run_id=event.run_id,
                 )
-                await relay.whole(message)
+                await publish(pk, fragments.message_appended(message))
             elif isinstance(event, StreamError):
                 failure = event.message or event.error_type
             elif isinstance(event, Stopped):
@@ -186,20 +189,34 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
         raise
     await relay.finish(error=failure or stop_note)
 
-    if failure and not run_started:
-        # Letta never took the message: say so next to it, and give the text back to the sender.
-        await database_sync_to_async(services.message_mark_failed)(message=user_message, error=failure)
-        await publish(pk, fragments.message_replaced(user_message))
-        await send_to(sender_channel, fragments.composer(conversation, text=user_message.content))
-    elif failure or stop_note:
-        note = await database_sync_to_async(services.message_record_error)(
-            conversation=conversation, text=failure or stop_note
-        )
-        await publish(pk, fragments.message_appended(note))
-
     if run_started:
         await _reconcile(conversation, cursor)
+    if failure:
+        kept = await database_sync_to_async(_kept_by_letta)(user_message)
+        if kept:
+            await _note(pk, conversation, failure)
+        else:
+            # Letta did not keep the message: say so next to it, and give the text back.
+            await database_sync_to_async(services.message_mark_failed)(
+                message=user_message, error=failure
+            )
+            await publish(pk, fragments.message_replaced(user_message))
+            await send_to(sender_channel, fragments.composer(conversation, text=user_message.content))
+    elif stop_note:
+        await _note(pk, conversation, stop_note)
     await publish(pk, fragments.reply_status("", busy=False))
+
+
+def _kept_by_letta(message: Message) -> bool:
+    message.refresh_from_db(fields=["letta_id"])
+    return message.letta_id is not None
+
+
+async def _note(pk: int, conversation: Conversation, text: str) -> None:
+    note = await database_sync_to_async(services.message_record_error)(
+        conversation=conversation, text=text
+    )
+    await publish(pk, fragments.message_appended(note))
 
 
 async def _reconcile(conversation: Conversation, cursor: str | None) -> None:

@@ -122,6 +122,7 @@ def message_record(
     """Write one finished message of a reply (once per message, never per token)."""
     message, _ = Message.objects.update_or_create(
         letta_id=letta_id,
+        message_type=message_type,
         defaults={
             "conversation": conversation,
             "message_type": message_type,
@@ -164,7 +165,7 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
     for info in infos:
         if info.message_type == Message.Type.SYSTEM:
             continue
-        if Message.objects.filter(letta_id=info.letta_id).exists():
+        if Message.objects.filter(letta_id=info.letta_id, message_type=info.message_type).exists():
             continue
         if info.otid:
             pending = Message.objects.filter(
