@@ -82,7 +82,9 @@ class ConversationInfo:
     last_message_at: datetime | None
 
 
-MessageKind = Literal["user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error"]
+MessageKind = Literal[
+    "user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +202,7 @@ def _error_from(exc: Exception) -> LettaError:
         if status == 404:
             return LettaNotFound("Letta does not know this item.", status=status)
         if status in (401, 403):
-            return LettaError(
-                "Letta refused the request: check LETTA_API_KEY.", status=status
-            )
+            return LettaError("Letta refused the request: check LETTA_API_KEY.", status=status)
         if status >= 500:
             return LettaError(f"The Letta server failed ({status}).", status=status)
         return LettaError(f"Letta rejected the request ({status}).", status=status)
@@ -286,16 +286,18 @@ def _stream_event(ev: Any) -> StreamEvent | None:
             ev.id, call.tool_call_id or "", call.name or "", call.arguments or "", run_id, seq_id
         )
     if kind == "tool_return_message":
-        return ToolReturn(
-            ev.id, ev.tool_call_id, ev.status, ev.tool_return or "", run_id, seq_id
-        )
+        return ToolReturn(ev.id, ev.tool_call_id, ev.status, ev.tool_return or "", run_id, seq_id)
     if kind == "error_message":
         return StreamError(ev.error_type, ev.message, ev.detail or "", run_id)
     if kind == "stop_reason":
         return Stopped(str(ev.stop_reason))
     if kind == "usage_statistics":
         return Usage(
-            ev.prompt_tokens, ev.completion_tokens, ev.total_tokens, ev.context_tokens, ev.step_count
+            ev.prompt_tokens,
+            ev.completion_tokens,
+            ev.total_tokens,
+            ev.context_tokens,
+            ev.step_count,
         )
     return None
 
@@ -311,32 +313,39 @@ class LettaGateway:
         timeout: float | None = None,
     ) -> None:
         self.base_url = base_url or settings.LETTA_BASE_URL
+        # No key means no Authorization header (a local server). The SDK would otherwise fall back
+        # to the LETTA_API_KEY variable, and an empty one makes an illegal "Bearer " header.
         self.api_key = api_key if api_key is not None else settings.LETTA_API_KEY
         seconds = timeout if timeout is not None else settings.LETTA_TIMEOUT
         self.timeout = httpx.Timeout(seconds, connect=min(5.0, seconds))
-        self._client = Letta(
+        self._client = self._build(Letta, retries=READ_RETRIES)
+        self._send_client = self._build(Letta, retries=0)
+        # httpx's async pool belongs to one event loop: keep the async clients per loop.
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncLetta, AsyncLetta]
+        ] = weakref.WeakKeyDictionary()
+
+    def _build(self, cls: type[Any], *, retries: int) -> Any:
+        client = cls(
             base_url=self.base_url,
             api_key=self.api_key or None,
             timeout=self.timeout,
-            max_retries=READ_RETRIES,
+            max_retries=retries,
         )
-        # httpx's async pool belongs to one event loop: keep one client per loop.
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncLetta] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _aclient(self) -> AsyncLetta:
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = AsyncLetta(
-                base_url=self.base_url,
-                api_key=self.api_key or None,
-                timeout=self.timeout,
-                max_retries=READ_RETRIES,
-            )
-            self._async_clients[loop] = client
+        client.api_key = self.api_key or None  # not the environment's, even when empty
         return client
+
+    def _aclients(self) -> tuple[AsyncLetta, AsyncLetta]:
+        """(reads, sends) for the running event loop; sends are never retried."""
+        loop = asyncio.get_running_loop()
+        clients = self._async_clients.get(loop)
+        if clients is None:
+            clients = (
+                self._build(AsyncLetta, retries=READ_RETRIES),
+                self._build(AsyncLetta, retries=0),
+            )
+            self._async_clients[loop] = clients
+        return clients
 
     # Reads and idempotent calls -------------------------------------------------------------------
 
@@ -351,7 +360,10 @@ class LettaGateway:
         with _translated_errors():
             while True:
                 page = self._client.agents.list(
-                    limit=100, order="asc", include=["agent.blocks"], **({"after": after} if after else {})
+                    limit=100,
+                    order="asc",
+                    include=["agent.blocks"],
+                    **({"after": after} if after else {}),
                 )
                 batch = list(page.items if hasattr(page, "items") else page)
                 agents.extend(self._agent_info(a) for a in batch)
@@ -376,7 +388,7 @@ class LettaGateway:
     def list_messages(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
     ) -> list[MessageInfo]:
-        """Messages in chronological order, after the given message id (a cursor, never an offset)."""
+        """Messages oldest first, after message ``after`` (a cursor, never an offset)."""
         with _translated_errors():
             page = self._client.conversations.messages.list(
                 conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
@@ -387,7 +399,7 @@ class LettaGateway:
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
     ) -> list[MessageInfo]:
         with _translated_errors():
-            page = await self._aclient().conversations.messages.list(
+            page = await self._aclients()[0].conversations.messages.list(
                 conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
             )
             return [info for m in page.items if (info := _message_info(m)) is not None]
@@ -398,7 +410,7 @@ class LettaGateway:
         self, *, name: str, model: str, description: str, blocks: dict[str, str]
     ) -> AgentInfo:
         with _translated_errors():
-            agent = self._client.with_options(max_retries=0).agents.create(
+            agent = self._send_client.agents.create(
                 name=name,
                 model=model,
                 description=description,
@@ -408,7 +420,7 @@ class LettaGateway:
 
     def create_conversation(self, *, agent_id: str) -> ConversationInfo:
         with _translated_errors():
-            conv = self._client.with_options(max_retries=0).conversations.create(agent_id=agent_id)
+            conv = self._send_client.conversations.create(agent_id=agent_id)
         return ConversationInfo(
             letta_id=conv.id,
             agent_id=conv.agent_id,
@@ -421,7 +433,7 @@ class LettaGateway:
         self, *, conversation_id: str, text: str, otid: str
     ) -> AsyncIterator[StreamEvent]:
         """Send one user message and yield the reply as it streams, token by token."""
-        client = self._aclient().with_options(max_retries=0)
+        client = self._aclients()[1]
         with _translated_errors():
             stream = await client.conversations.messages.create(
                 conversation_id,

@@ -69,10 +69,12 @@ class Message(models.Model):
         SYSTEM = "system", "System"
         ERROR = "error", "Error"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
     # Null until Letta has confirmed the message (a user message is written when it is sent).
     # Not unique alone: Letta gives a step's reasoning and its answer the same id.
-    letta_id = models.CharField(max_length=64, null=True, blank=True)
+    letta_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # The offline threading id we send with a user message, to match Letta's copy to ours.
     otid = models.CharField(max_length=64, blank=True, db_index=True)
     message_type = models.CharField(max_length=16, choices=Type.choices)

@@ -47,7 +47,7 @@ def _markdown() -> MarkdownIt:
 
 
 def render_markdown(text: str) -> SafeString:
-    """Markdown to HTML that is safe to put in a page: no script, no handlers, only http(s) links."""
+    """Markdown to HTML safe to put in a page: no script, no handlers, only http(s) links."""
     html = _markdown().render(text)
     clean = nh3.clean(
         html,

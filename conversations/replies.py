@@ -61,11 +61,17 @@ def reply_start(
     *, conversation: Conversation, user_message: Message, sender_channel: str
 ) -> asyncio.Task[None]:
     task = asyncio.create_task(
-        reply_run(conversation=conversation, user_message=user_message, sender_channel=sender_channel),
+        reply_run(
+            conversation=conversation, user_message=user_message, sender_channel=sender_channel
+        ),
         name=f"reply-{conversation.pk}",
     )
     _running[conversation.pk] = task
-    task.add_done_callback(lambda t: _running.pop(conversation.pk, None) if _running.get(conversation.pk) is t else None)
+    task.add_done_callback(
+        lambda t: (
+            _running.pop(conversation.pk, None) if _running.get(conversation.pk) is t else None
+        )
+    )
     return task
 
 
@@ -112,9 +118,7 @@ class _Relay:
         # Letta gives a step's reasoning and its answer one id: the kind tells them apart.
         stream_id = f"{kind}-{letta_id}"
         self.draft = _Draft(letta_id, kind, stream_id, name=name, run_id=run_id, parts=[text])
-        await publish(
-            self.conversation.pk, fragments.stream_started(stream_id, kind, text, name)
-        )
+        await publish(self.conversation.pk, fragments.stream_started(stream_id, kind, text, name))
 
     async def finish(self, *, error: str = "") -> None:
         """Store the message being streamed, and show its final form in place of the draft."""
@@ -144,14 +148,18 @@ STOP_REASONS = {
 }
 
 
-async def reply_run(*, conversation: Conversation, user_message: Message, sender_channel: str) -> None:
+async def reply_run(
+    *, conversation: Conversation, user_message: Message, sender_channel: str
+) -> None:
     gateway = get_gateway()
     pk = conversation.pk
     relay = _Relay(conversation)
     run_started = False
     failure = ""
     stop_note = ""
-    cursor = await database_sync_to_async(selectors.message_last_letta_id)(conversation=conversation)
+    cursor = await database_sync_to_async(selectors.message_last_letta_id)(
+        conversation=conversation
+    )
     await publish(pk, fragments.reply_status(f"{conversation.agent.name} is answering…", busy=True))
     try:
         async for event in gateway.astream_reply(
@@ -164,7 +172,11 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
                 await relay.piece(event.message_id, event.kind, event.text, run_id=event.run_id)
             elif isinstance(event, ToolCallDelta):
                 await relay.piece(
-                    event.message_id, "tool_call", event.arguments, name=event.name, run_id=event.run_id
+                    event.message_id,
+                    "tool_call",
+                    event.arguments,
+                    name=event.name,
+                    run_id=event.run_id,
                 )
             elif isinstance(event, ToolReturn):
                 await relay.finish()
@@ -180,7 +192,9 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
             elif isinstance(event, StreamError):
                 failure = event.message or event.error_type
             elif isinstance(event, Stopped):
-                stop_note = STOP_REASONS.get(event.reason, f"The reply ended early ({event.reason}).")
+                stop_note = STOP_REASONS.get(
+                    event.reason, f"The reply ended early ({event.reason})."
+                )
     except LettaError as exc:
         failure = str(exc)
         logger.warning("reply to %s failed: %s", conversation.letta_id, exc)
@@ -201,7 +215,9 @@ async def reply_run(*, conversation: Conversation, user_message: Message, sender
                 message=user_message, error=failure
             )
             await publish(pk, fragments.message_replaced(user_message))
-            await send_to(sender_channel, fragments.composer(conversation, text=user_message.content))
+            await send_to(
+                sender_channel, fragments.composer(conversation, text=user_message.content)
+            )
     elif stop_note:
         await _note(pk, conversation, stop_note)
     await publish(pk, fragments.reply_status("", busy=False))
@@ -222,7 +238,9 @@ async def _note(pk: int, conversation: Conversation, text: str) -> None:
 async def _reconcile(conversation: Conversation, cursor: str | None) -> None:
     """Let Letta's stored copy settle the mirror: ids of our user message, anything not streamed."""
     try:
-        infos = await get_gateway().alist_messages(conversation_id=conversation.letta_id, after=cursor)
+        infos = await get_gateway().alist_messages(
+            conversation_id=conversation.letta_id, after=cursor
+        )
     except LettaError as exc:
         logger.warning("could not re-read %s after a reply: %s", conversation.letta_id, exc)
         return

@@ -45,7 +45,9 @@ def conversation_get(
     )
 
 
-def message_list_recent(*, conversation: Conversation, limit: int = THREAD_PAGE_SIZE) -> list[Message]:
+def message_list_recent(
+    *, conversation: Conversation, limit: int = THREAD_PAGE_SIZE
+) -> list[Message]:
     """The last ``limit`` shown messages of a thread, oldest first."""
     recent = (
         Message.objects.filter(conversation=conversation)

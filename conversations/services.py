@@ -146,7 +146,7 @@ def message_record(
 
 
 def message_record_error(*, conversation: Conversation, text: str) -> Message:
-    """A note in the thread that a reply failed or ended abnormally (lettachat's own, not Letta's)."""
+    """A note in the thread that a reply failed or ended abnormally (lettachat's, not Letta's)."""
     return Message.objects.create(
         conversation=conversation,
         message_type=Message.Type.ERROR,

@@ -1,4 +1,4 @@
-"""Pages. Thin: parse, authorise through a selector, call a service, render the page or a partial."""
+"""Pages. Thin: parse, authorise through a selector, call a service, render a page or partial."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_safe, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
@@ -33,7 +33,9 @@ def _context(
         "agents": list(selectors.agent_list_visible()),
         "agent": agent,
         "conversation": conversation,
-        "conversations": selectors.conversation_list(user=request.user, agent=agent) if agent else [],
+        "conversations": selectors.conversation_list(user=request.user, agent=agent)
+        if agent
+        else [],
         "messages": (
             selectors.message_list_recent(conversation=conversation) if conversation else []
         ),

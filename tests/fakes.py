@@ -1,8 +1,8 @@
 """A scripted stand-in for the Letta gateway: for speed, and for faults that are hard to cause.
 
-    fake.enqueue([ContentDelta(...), Stopped("end_turn")])   # the next reply, event by event
-    fake.enqueue(LettaUnavailable("down"))                      # the next send fails at once
-    gate = fake.enqueue([...], hold_after=2)                    # pause after 2 events until gate.set()
+fake.enqueue([ContentDelta(...), Stopped("end_turn")])   # the next reply, event by event
+fake.enqueue(LettaUnavailable("down"))                      # the next send fails at once
+gate = fake.enqueue([...], hold_after=2)                    # pause after 2 events until gate.set()
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class ScriptedGateway:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # scripting --------------------------------------------------------------------------------
-    def enqueue(self, events: list[StreamEvent] | LettaError, *, hold_after: int | None = None) -> asyncio.Event | None:
+    def enqueue(
+        self, events: list[StreamEvent] | LettaError, *, hold_after: int | None = None
+    ) -> asyncio.Event | None:
         gate = asyncio.Event() if hold_after is not None else None
         self.scripts.append(Script(events, hold_after, gate))
         return gate
@@ -68,7 +70,9 @@ class ScriptedGateway:
             raise self.down
         return list(self.agents)
 
-    def create_agent(self, *, name: str, model: str, description: str, blocks: dict[str, str]) -> AgentInfo:
+    def create_agent(
+        self, *, name: str, model: str, description: str, blocks: dict[str, str]
+    ) -> AgentInfo:
         info = AgentInfo(f"agent-{next(self._ids)}", name, description, model)
         self.agents.append(info)
         return info
@@ -78,13 +82,19 @@ class ScriptedGateway:
             raise self.down
         return ConversationInfo(f"conv-{next(self._ids)}", agent_id, "", datetime.now(UTC), None)
 
-    def list_messages(self, *, conversation_id: str, after: str | None = None, limit: int = 100) -> list[MessageInfo]:
+    def list_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]:
         return list(self.stored.get(conversation_id, []))
 
-    async def alist_messages(self, *, conversation_id: str, after: str | None = None, limit: int = 100) -> list[MessageInfo]:
+    async def alist_messages(
+        self, *, conversation_id: str, after: str | None = None, limit: int = 100
+    ) -> list[MessageInfo]:
         return self.list_messages(conversation_id=conversation_id, after=after, limit=limit)
 
-    async def astream_reply(self, *, conversation_id: str, text: str, otid: str) -> AsyncIterator[StreamEvent]:
+    async def astream_reply(
+        self, *, conversation_id: str, text: str, otid: str
+    ) -> AsyncIterator[StreamEvent]:
         if self.down:
             raise self.down
         script = self.scripts.popleft()

@@ -36,7 +36,7 @@ async def test_a_socket_without_a_session_is_closed(conversation):
 
 
 async def test_someone_elses_conversation_is_closed_with_404(conversation, other_user):
-    communicator, connected, _ = await open_socket(conversation.letta_id, user=other_user)
+    communicator, _, _ = await open_socket(conversation.letta_id, user=other_user)
     assert (await communicator.receive_output())["code"] == CLOSE_NOT_FOUND
 
 
@@ -210,7 +210,9 @@ async def test_an_error_inside_the_stream_keeps_the_partial_reply_and_says_so(
     assert "go</textarea>" in [f for f in frames if 'id="composer"' in f][-1]
 
 
-async def test_a_failed_turn_that_letta_kept_gets_a_note(conversation, user, fake_gateway, monkeypatch):
+async def test_a_failed_turn_that_letta_kept_gets_a_note(
+    conversation, user, fake_gateway, monkeypatch
+):
     fake_gateway.enqueue(
         [RunStarted("run-1"), StreamError("internal_error", "The model failed."), Stopped("error")]
     )
@@ -231,9 +233,7 @@ async def test_a_failed_turn_that_letta_kept_gets_a_note(conversation, user, fak
     ]
 
 
-async def test_reasoning_and_tool_activity_are_relayed_and_stored(
-    conversation, user, fake_gateway
-):
+async def test_reasoning_and_tool_activity_are_relayed_and_stored(conversation, user, fake_gateway):
     fake_gateway.enqueue(
         [
             RunStarted("run-1"),
@@ -264,8 +264,12 @@ async def test_a_reply_finishes_and_is_stored_when_the_socket_goes_away(
     conversation, user, fake_gateway
 ):
     gate = fake_gateway.enqueue(
-        [RunStarted("run-1"), ContentDelta("m-1", "assistant", "Hello"),
-         ContentDelta("m-1", "assistant", " later"), Stopped("end_turn")],
+        [
+            RunStarted("run-1"),
+            ContentDelta("m-1", "assistant", "Hello"),
+            ContentDelta("m-1", "assistant", " later"),
+            Stopped("end_turn"),
+        ],
         hold_after=2,
     )
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)

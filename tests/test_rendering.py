@@ -37,7 +37,11 @@ def test_nothing_a_model_writes_runs_as_code(text):
 
 
 def test_the_safety_check_itself_spots_active_content():
-    for bad in ['<img src=x onerror="alert(1)">', '<a href="javascript:alert(1)">x</a>', "<script>1</script>"]:
+    for bad in [
+        '<img src=x onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        "<script>1</script>",
+    ]:
         assert inert_problems(bad)
 
 

@@ -47,7 +47,9 @@ def test_a_hidden_agent_is_not_found(logged_in, hidden_agent):
     assert logged_in.get(reverse("agent_detail", args=[hidden_agent.letta_id])).status_code == 404
 
 
-def test_the_sidebar_lists_only_my_conversations(logged_in, make_conversation, user, other_user, agent):
+def test_the_sidebar_lists_only_my_conversations(
+    logged_in, make_conversation, user, other_user, agent
+):
     mine = make_conversation(user, summary="My trip")
     theirs = make_conversation(other_user, summary="Their secret")
     response = logged_in.get(reverse("agent_detail", args=[agent.letta_id]))
@@ -68,11 +70,15 @@ def test_someone_elses_conversation_is_not_found(logged_in, make_conversation, o
 
 def test_a_conversation_page_shows_its_history_escaped(logged_in, conversation):
     Message.objects.create(
-        conversation=conversation, message_type="user", content="<img src=x onerror=alert(1)>",
+        conversation=conversation,
+        message_type="user",
+        content="<img src=x onerror=alert(1)>",
         created_at="2026-01-01T00:00:00Z",
     )
     Message.objects.create(
-        conversation=conversation, message_type="assistant", content="**Bold** [x](javascript:alert(1))",
+        conversation=conversation,
+        message_type="assistant",
+        content="**Bold** [x](javascript:alert(1))",
         created_at="2026-01-01T00:00:01Z",
     )
     response = logged_in.get(reverse("conversation_detail", args=[conversation.letta_id]))
@@ -83,7 +89,9 @@ def test_a_conversation_page_shows_its_history_escaped(logged_in, conversation):
     assert f'ws-connect="/ws/c/{conversation.letta_id}/"' in html
 
 
-def test_switching_with_htmx_returns_the_thread_and_the_sidebar_out_of_band(logged_in, conversation):
+def test_switching_with_htmx_returns_the_thread_and_the_sidebar_out_of_band(
+    logged_in, conversation
+):
     response = logged_in.get(
         reverse("conversation_detail", args=[conversation.letta_id]), headers={"HX-Request": "true"}
     )
@@ -101,7 +109,9 @@ def test_a_history_restore_gets_the_whole_page(logged_in, conversation):
     assert b"<html" in response.content
 
 
-def test_new_conversation_with_htmx_creates_it_and_pushes_its_url(logged_in, agent, user, fake_gateway):
+def test_new_conversation_with_htmx_creates_it_and_pushes_its_url(
+    logged_in, agent, user, fake_gateway
+):
     response = logged_in.post(
         reverse("conversation_create", args=[agent.letta_id]), headers={"HX-Request": "true"}
     )
@@ -146,7 +156,9 @@ def test_new_conversation_when_letta_is_down_says_so(logged_in, agent, fake_gate
     assert not Conversation.objects.exists()
 
 
-def test_pages_load_when_letta_is_down_and_the_banner_says_so(logged_in, conversation, fake_gateway):
+def test_pages_load_when_letta_is_down_and_the_banner_says_so(
+    logged_in, conversation, fake_gateway
+):
     fake_gateway.down = LettaUnavailable("The Letta server cannot be reached.")
     page = logged_in.get(reverse("conversation_detail", args=[conversation.letta_id]))
     assert page.status_code == 200

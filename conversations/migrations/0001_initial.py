@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,61 +14,124 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('letta_id', models.CharField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('visible_to_users', models.BooleanField(default=False, help_text='Whether people can pick this agent and chat with it.')),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("letta_id", models.CharField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                (
+                    "visible_to_users",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Whether people can pick this agent and chat with it.",
+                    ),
+                ),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['name', 'pk'],
+                "ordering": ["name", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('letta_id', models.CharField(max_length=64, unique=True)),
-                ('summary', models.CharField(blank=True, max_length=200)),
-                ('archived', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_message_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='conversations', to='conversations.agent')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("letta_id", models.CharField(max_length=64, unique=True)),
+                ("summary", models.CharField(blank=True, max_length=200)),
+                ("archived", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_message_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="conversations",
+                        to="conversations.agent",
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('letta_id', models.CharField(blank=True, max_length=64, null=True)),
-                ('otid', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('message_type', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant'), ('reasoning', 'Reasoning'), ('tool_call', 'Tool call'), ('tool_return', 'Tool return'), ('system', 'System'), ('error', 'Error')], max_length=16)),
-                ('content', models.TextField(blank=True)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('run_id', models.CharField(blank=True, max_length=64)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField()),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='conversations.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("letta_id", models.CharField(blank=True, max_length=64, null=True)),
+                ("otid", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "message_type",
+                    models.CharField(
+                        choices=[
+                            ("user", "User"),
+                            ("assistant", "Assistant"),
+                            ("reasoning", "Reasoning"),
+                            ("tool_call", "Tool call"),
+                            ("tool_return", "Tool return"),
+                            ("system", "System"),
+                            ("error", "Error"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("content", models.TextField(blank=True)),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("run_id", models.CharField(blank=True, max_length=64)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField()),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="conversations.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner', 'agent', 'archived', '-last_message_at', '-id'], name='conv_sidebar_idx'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["owner", "agent", "archived", "-last_message_at", "-id"],
+                name="conv_sidebar_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'created_at', 'id'], name='msg_thread_idx'),
+            model_name="message",
+            index=models.Index(fields=["conversation", "created_at", "id"], name="msg_thread_idx"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('letta_id__isnull', False)), fields=('letta_id', 'message_type'), name='msg_letta_id_type_unique'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("letta_id__isnull", False)),
+                fields=("letta_id", "message_type"),
+                name="msg_letta_id_type_unique",
+            ),
         ),
     ]

@@ -34,11 +34,15 @@ async def test_a_reply_streams_from_letta_and_the_mirror_matches_letta(
     mirror = await database_sync_to_async(
         lambda: [
             (m.letta_id, m.message_type, m.content)
-            for m in Message.objects.filter(conversation=letta_conversation).order_by("created_at", "id")
+            for m in Message.objects.filter(conversation=letta_conversation).order_by(
+                "created_at", "id"
+            )
         ]
     )()
     stored = await letta_gateway.alist_messages(conversation_id=letta_conversation.letta_id)
-    assert mirror == [(m.letta_id, m.message_type, m.content) for m in stored if m.message_type != "system"]
+    assert mirror == [
+        (m.letta_id, m.message_type, m.content) for m in stored if m.message_type != "system"
+    ]
     assert [kind for _, kind, _ in mirror] == ["user", "assistant"]
 
 
@@ -51,7 +55,9 @@ def test_sync_agents_pulls_agents_from_letta(letta_gateway, letta_agent_info, db
     assert letta_agent_info.letta_id in capsys.readouterr().out
 
 
-def test_bootstrap_makes_a_demo_agent_visible_and_a_first_login(letta_gateway, db, settings, tmp_path, capsys):
+def test_bootstrap_makes_a_demo_agent_visible_and_a_first_login(
+    letta_gateway, db, settings, tmp_path, capsys
+):
     from django.contrib.auth import get_user_model
 
     from lettachat.local_letta import harness

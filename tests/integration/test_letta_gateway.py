@@ -47,7 +47,10 @@ async def test_a_reply_streams_token_by_token(letta_gateway, letta_agent_info):
     stored = await letta_gateway.alist_messages(conversation_id=conversation.letta_id)
     user, assistant = [m for m in stored if m.message_type != "system"]
     assert (user.message_type, user.content, user.otid) == ("user", "one two three four", otid)
-    assert (assistant.letta_id, assistant.content) == (deltas[0].message_id, "Echo: one two three four")
+    assert (assistant.letta_id, assistant.content) == (
+        deltas[0].message_id,
+        "Echo: one two three four",
+    )
 
 
 def test_messages_are_read_with_a_cursor(letta_gateway, letta_agent_info):
@@ -65,8 +68,17 @@ def test_messages_are_read_with_a_cursor(letta_gateway, letta_agent_info):
     asyncio.run(send("second"))
     everything = letta_gateway.list_messages(conversation_id=conversation.letta_id)
     first_reply = next(m for m in everything if m.content == "Echo: first")
-    after = letta_gateway.list_messages(conversation_id=conversation.letta_id, after=first_reply.letta_id)
+    after = letta_gateway.list_messages(
+        conversation_id=conversation.letta_id, after=first_reply.letta_id
+    )
     assert [m.content for m in after] == ["second", "Echo: second"]
+
+
+async def test_an_empty_api_key_in_the_environment_means_no_key(letta_url, monkeypatch):
+    monkeypatch.setenv("LETTA_API_KEY", "")
+    gateway = LettaGateway(base_url=letta_url, api_key="")
+    assert gateway.health() == "0.16.8"
+    assert await gateway.alist_messages(conversation_id=f"conv-{uuid.uuid4()}") == []
 
 
 def test_an_unknown_agent_is_not_found(letta_gateway):

@@ -1,4 +1,4 @@
-"""Make a fresh installation usable: agents synced, a demo agent on the local server, a first login."""
+"""Make a fresh installation usable: agents synced, a demo agent (local server), a first login."""
 
 import secrets
 from pathlib import Path
@@ -30,12 +30,16 @@ class Command(BaseCommand):
         gateway = get_gateway()
         try:
             if options["demo_agent_model"]:
-                demo = services.agent_ensure_demo(gateway=gateway, model=options["demo_agent_model"])
+                demo = services.agent_ensure_demo(
+                    gateway=gateway, model=options["demo_agent_model"]
+                )
                 if demo is not None:
                     self.stdout.write(f"Demo agent ready: {demo.name} ({demo.letta_id})")
             agents = services.agent_sync(gateway=gateway)
         except LettaError as exc:
-            raise CommandError(f"Could not reach Letta at {settings.LETTA_BASE_URL}: {exc}") from exc
+            raise CommandError(
+                f"Could not reach Letta at {settings.LETTA_BASE_URL}: {exc}"
+            ) from exc
         visible = [a.name for a in agents if a.visible_to_users]
         self.stdout.write(
             f"{len(agents)} agent(s) on Letta; visible to users: {', '.join(visible) or 'none'}"

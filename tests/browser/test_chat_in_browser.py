@@ -1,0 +1,122 @@
+"""What a person does in the page, in headless Chromium, against the real Letta server."""
+
+from __future__ import annotations
+
+import pytest
+
+from conversations.models import Conversation, Message
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+PASSWORD = "a-long-test-password"
+
+RECORD_PARTIALS = """
+() => {
+  window.__partials = [];
+  new MutationObserver(() => {
+    const draft = document.querySelector(
+      '#messages .msg-assistant.msg-streaming .msg-body');
+    if (draft) window.__partials.push(draft.textContent);
+  }).observe(document.getElementById('messages'),
+             {childList: true, subtree: true, characterData: true});
+}
+"""
+
+
+def log_in(page, live_server_url, username):
+    page.goto(f"{live_server_url}/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make_user, letta_agent):
+    make_user("alice", PASSWORD)
+    log_in(page, live_server_url, "alice")
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    conversation = Conversation.objects.get()
+    assert page.url.endswith(f"/c/{conversation.letta_id}/")
+    page.wait_for_selector(f'#conv-{conversation.letta_id} a[aria-current="page"]')
+    page.wait_for_function("document.querySelector('.thread-inner').dataset.connection === 'open'")
+
+    page.evaluate(RECORD_PARTIALS)
+    text = "please count one two three four five six seven eight"
+    page.fill("#composer-input", text)
+    page.keyboard.press("Enter")
+
+    # The message shows at once, and the box is emptied.
+    page.wait_for_selector(".msg-user >> text=please count one two")
+    final = page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    assert final.inner_text() == f"Echo: {text}"
+    assert page.input_value("#composer-input") == ""
+
+    partials = page.evaluate("window.__partials")
+    distinct = [p for i, p in enumerate(partials) if p and p not in partials[:i]]
+    assert len(distinct) >= 2, f"expected the reply to arrive in pieces, saw {distinct}"
+    assert all(f"Echo: {text}".startswith(p) for p in distinct)
+    assert distinct[0] != f"Echo: {text}"
+
+    # Reload: the whole exchange is read back from the mirror.
+    page.reload()
+    page.wait_for_selector("#messages .msg-assistant")
+    assert page.locator("#messages .msg-user").inner_text() == text
+    assert page.locator("#messages .msg-assistant").inner_text() == f"Echo: {text}"
+    assert list(Message.objects.values_list("message_type", flat=True)) == ["user", "assistant"]
+    assert page.errors == []
+
+
+def test_switching_threads_pushes_the_url_and_back_and_forward_work(
+    page, live_server_url, make_user, letta_agent
+):
+    alice = make_user("alice", PASSWORD)
+    first = Conversation.objects.create(
+        letta_id="conv-first", agent=letta_agent, owner=alice, summary="First thread"
+    )
+    second = Conversation.objects.create(
+        letta_id="conv-second", agent=letta_agent, owner=alice, summary="Second thread"
+    )
+    Message.objects.create(
+        conversation=first,
+        message_type="user",
+        content="in the first",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    Message.objects.create(
+        conversation=second,
+        message_type="user",
+        content="in the second",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    log_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/c/conv-first/")
+    page.wait_for_selector("text=in the first")
+
+    page.evaluate("window.__sameDocument = true")
+    page.click("#conv-conv-second a")
+    page.wait_for_url("**/c/conv-second/")
+    page.wait_for_selector("text=in the second")
+    assert page.evaluate("window.__sameDocument") is True, "switched without a reload"
+
+    page.go_back()
+    page.wait_for_url("**/c/conv-first/")
+    page.wait_for_selector("text=in the first")
+    page.go_forward()
+    page.wait_for_url("**/c/conv-second/")
+    page.wait_for_selector("text=in the second")
+    assert page.errors == []
+
+
+def test_another_persons_conversation_is_not_found(page, live_server_url, make_user, letta_agent):
+    owner = make_user("bob", PASSWORD)
+    Conversation.objects.create(
+        letta_id="conv-bobs", agent=letta_agent, owner=owner, summary="Bob's secret"
+    )
+    make_user("alice", PASSWORD)
+    log_in(page, live_server_url, "alice")
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    assert "Bob's secret" not in page.content()
+    response = page.goto(f"{live_server_url}/c/conv-bobs/")
+    assert response.status == 404
