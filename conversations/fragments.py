@@ -75,4 +75,7 @@ def composer_error(error: str) -> str:
 def thread_title(conversation: Conversation) -> str:
     return format_html(
         '<h1 id="thread-title" class="thread-title" hx-swap-oob="true">{}</h1>', conversation.title
-    ) + render_to_string(f"{PAGE}#conversation-item", {"c": conversation, "item_oob": True})
+    ) + render_to_string(
+        f"{PAGE}#conversation-item",
+        {"c": conversation, "conversation": conversation, "item_oob": True},
+    )

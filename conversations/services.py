@@ -181,7 +181,8 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
             content=info.content,
             name=info.name,
             run_id=info.run_id,
-            created_at=info.created_at,
+            # Letta's dates have whole seconds; arrival order is the order to show.
+            created_at=timezone.now(),
         )
         added.append(message)
     return added

@@ -97,6 +97,8 @@ async def test_the_first_message_titles_the_conversation(conversation, user, fak
     frames = await frames_until_idle(communicator)
     await communicator.disconnect()
     assert any('id="thread-title"' in f and "Plan a trip to Lisbon" in f for f in frames)
+    [item] = [f for f in frames if f'id="conv-{conversation.letta_id}"' in f]
+    assert 'aria-current="page"' in item, "the sidebar still marks the open conversation"
     await database_sync_to_async(conversation.refresh_from_db)()
     assert conversation.summary == "Plan a trip to Lisbon"
 
