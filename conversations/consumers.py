@@ -6,6 +6,7 @@ Frames in are what htmx's ws extension sends for the composer form: JSON with ``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -15,8 +16,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import fragments, replies, selectors, services
-from conversations.models import Conversation
+from conversations import fragments, limits, replies, selectors, services
+from conversations.models import Conversation, Run
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def validate_message(raw: str | None) -> str:
     """The text to send, or ``MessageRejected`` with a reason fit to show."""
     try:
         data = json.loads(raw or "")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser's depth
         raise MessageRejected("That message could not be read. Please try again.") from exc
     if not isinstance(data, dict):
         raise MessageRejected("That message could not be read. Please try again.")
@@ -52,11 +53,50 @@ def validate_message(raw: str | None) -> str:
     return text
 
 
+def _frame(raw: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The frame's ``type`` (a message when absent) and its data, if it is a JSON object."""
+    try:
+        data = json.loads(raw or "")
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
+        return "message", None
+    if not isinstance(data, dict):
+        return "message", None
+    kind = data.get("type")
+    return (kind if kind in ("resume", "stop", "retry") else "message"), data
+
+
+def _int(value: object) -> int:
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+
+
+def _otid(value: object) -> str:
+    """The page's id for this message (resent with it after a lost connection), or a new one."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
 class ConversationConsumer(AsyncWebsocketConsumer):
     conversation: Conversation
     group: str
+    # While a snapshot of the running reply is on its way: the group events that came meanwhile.
+    pending: list[dict[str, Any]] | None = None
+    snapshot_from: str = ""
+    takeover: asyncio.Task[None] | None = None
+    # The relay and tick of the last snapshot: group events up to it are already on the page.
+    watermark: tuple[str, int] = ("", 0)
+    awaiting_resume: bool = False
+    stopped_run: int | None = None  # the run this socket asked Letta to cancel
 
     async def connect(self) -> None:
+        if not limits.socket_open(self):  # this person already holds the most sockets allowed
+            await self.accept()
+            await self.close(code=limits.CLOSE_TOO_MANY_SOCKETS)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.accept()
@@ -72,15 +112,44 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation = conversation
         self.group = replies.group_name(conversation.pk)
+        # Until the page says what it shows (its first frame, "resume"), events wait here: the
+        # catch-up it gets covers them.
+        self.pending = []
+        self.awaiting_resume = True
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        limits.socket_closed(self)
+        if self.takeover is not None:
+            self.takeover.cancel()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         # A running reply is not cancelled: it finishes and is stored for the next visit.
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        kind, data = _frame(text_data) if bytes_data is None else ("message", None)
+        # A flood (of any kind of frame) is answered and reaches nothing else. Stop always works.
+        if kind != "stop" and (wait := limits.send_wait(self)):
+            await self.send(fragments.composer_error(limits.send_refusal(wait)))
+            return
+        if self.awaiting_resume and kind != "resume":
+            await self._stop_waiting_for_resume()  # a client that does not resume
+        if kind == "resume":
+            await self._resume(
+                after=_int(data.get("after")) if data else 0,
+                drafts=bool(data and data.get("drafts")),
+            )
+        elif kind == "stop":
+            await self._stop(retry=False)
+        elif kind == "retry":
+            await self._retry(_int(data.get("message")) if data else 0)
+        else:
+            await self._send_message(text_data, bytes_data, data)
+
+    async def _send_message(
+        self, text_data: str | None, bytes_data: bytes | None, data: dict[str, Any] | None
+    ) -> None:
         if bytes_data is not None or len(text_data or "") > MAX_FRAME_BYTES:
             await self.send(fragments.composer_error("That message could not be read."))
             return
@@ -89,26 +158,131 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except MessageRejected as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
-        if replies.reply_is_running(self.conversation.pk):
-            await self.send(
-                fragments.composer_error(
-                    f"{self.conversation.agent.name} is still answering. "
-                    "Your message is still in the box: send it when the reply is done."
-                )
-            )
-            return
+        otid = _otid((data or {}).get("otid"))
         untitled = not self.conversation.summary
-        message = await database_sync_to_async(services.message_create_user)(
-            conversation=self.conversation, text=text, otid=str(uuid.uuid4())
-        )
+        try:
+            message, run = await database_sync_to_async(services.message_send)(
+                conversation=self.conversation, text=text, otid=otid
+            )
+        except services.ConversationBusy:
+            await self.send(fragments.composer_error(self._still_answering()))
+            return
         # The sender's box is emptied only now that the message is stored.
         await self.send(fragments.composer(self.conversation))
+        if run is None:
+            return  # sent before (the same otid): it is already shown and answered
         await replies.publish(self.conversation.pk, fragments.message_appended(message))
         if untitled:
             await replies.publish(self.conversation.pk, fragments.thread_title(self.conversation))
-        replies.reply_start(
-            conversation=self.conversation, user_message=message, sender_channel=self.channel_name
+        # Newest activity first: the thread's sidebar item goes to the top (with its title).
+        await replies.publish(
+            self.conversation.pk, fragments.sidebar_item_moved_to_top(self.conversation)
+        )
+        await replies.relay_start(
+            conversation=self.conversation,
+            run=run,
+            user_message=message,
+            sender_channel=self.channel_name,
         )
 
+    def _still_answering(self) -> str:
+        return (
+            f"{self.conversation.agent.name} is still answering. "
+            "Your message is still in the box: send it when the reply is done."
+        )
+
+    async def _stop_waiting_for_resume(self) -> None:
+        self.awaiting_resume = False
+        pending, self.pending = self.pending or [], None
+        for event in pending:
+            await self.conversation_html(event)
+
+    async def _resume(self, *, after: int, drafts: bool = False) -> None:
+        """Bring this page up to date: what it missed, then the reply in progress, if any.
+
+        Whatever was published before this point is covered by what the page gets now, so the
+        events that waited are dropped.
+        """
+        self.awaiting_resume = False
+        run = await database_sync_to_async(selectors.run_active)(conversation=self.conversation)
+        if run is None:
+            stored = await database_sync_to_async(selectors.message_list_after)(
+                conversation=self.conversation, after_pk=after
+            )
+            self.pending = None
+            await self.send(
+                fragments.catch_up(
+                    stored, draft=None, status=fragments.idle_status(), drafts=drafts
+                )
+            )
+            return
+        # Events that arrive before the relay's snapshot wait, then only newer ones go out.
+        self.pending = []
+        self.snapshot_from = run.relay_channel
+        await self.channel_layer.send(
+            run.relay_channel,
+            {
+                "type": replies.SNAPSHOT_REQUEST,
+                "reply_to": self.channel_name,
+                "after": after,
+                "drafts": drafts,
+            },
+        )
+        self.takeover = asyncio.create_task(self._take_over_if_silent(run, after, drafts))
+
+    async def _take_over_if_silent(self, run: Run, after: int, drafts: bool) -> None:
+        await asyncio.sleep(settings.LETTACHAT_RELAY_ANSWER_SECONDS)
+        if self.pending is None:
+            return
+        # No relay answered: its process is gone. Follow the run from here.
+        logger.info("relay of run %s is silent; taking over", run.pk)
+        await replies.reply_take_over(
+            conversation=self.conversation, run=run, stale_channel=self.snapshot_from
+        )
+        await self._resume(after=after, drafts=drafts)
+
+    async def _stop(self, *, retry: bool) -> None:
+        run = await database_sync_to_async(selectors.run_active)(conversation=self.conversation)
+        if run is None:
+            await self.send(fragments.idle_status())
+            return
+        kind = replies.RETRY_REQUEST if retry else replies.STOP_REQUEST
+        if run.relay_channel:
+            await self.channel_layer.send(run.relay_channel, {"type": kind})
+        if run.pk == self.stopped_run:
+            return  # Letta was told already: pressing Stop again sends no more cancels
+        self.stopped_run = run.pk
+        # Tell Letta at once too: this works even when the relay is in a process that died.
+        await replies.stop_on_letta(self.conversation)
+
+    async def _retry(self, message_pk: int) -> None:
+        message = await database_sync_to_async(selectors.message_get_failed)(
+            conversation=self.conversation, pk=message_pk
+        )
+        if message is None:
+            await self._stop(retry=True)  # a stalled reply: stop it, then send its message again
+            return
+        started = await replies.reply_retry(
+            conversation=self.conversation, message=message, sender_channel=self.channel_name
+        )
+        if not started:
+            await self.send(fragments.composer_error(self._still_answering()))
+
     async def conversation_html(self, event: dict[str, Any]) -> None:
+        if self.pending is not None:
+            self.pending.append(event)
+            return
+        relay, tick = self.watermark
+        if event.get("relay") and event["relay"] == relay and event.get("tick", 0) <= tick:
+            return  # already in the snapshot this page got
         await self.send(text_data=event["html"])
+
+    async def conversation_snapshot(self, event: dict[str, Any]) -> None:
+        if self.takeover is not None:
+            self.takeover.cancel()
+            self.takeover = None
+        pending, self.pending = self.pending or [], None
+        self.watermark = (event["relay"], event["tick"])
+        await self.send(text_data=event["html"])
+        for queued in pending:
+            await self.conversation_html(queued)

@@ -6,9 +6,12 @@ through Django's escaping (templates, ``format_html``) or the markdown sanitiser
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from conversations.models import Conversation, Message
 
@@ -22,13 +25,14 @@ def message_appended(message: Message) -> str:
 
 def message_replaced(message: Message) -> str:
     """The message's final form, replacing whatever stood for it (its streamed draft included)."""
-    return render_to_string(f"{PAGE}#message", {"message": message, "oob": True})
+    return render_to_string(f"{PAGE}#message", {"message": message, "oob": "outerHTML"})
 
 
 def stream_finished(stream_id: str, message: Message) -> str:
     """Swap the streamed draft ``stream-<id>`` for the stored, rendered message."""
-    final = render_to_string(f"{PAGE}#message", {"message": message})
-    return format_html('<div id="stream-{}" hx-swap-oob="outerHTML">{}</div>', stream_id, final)
+    return render_to_string(
+        f"{PAGE}#message", {"message": message, "oob": f"outerHTML:#stream-{stream_id}"}
+    )
 
 
 def stream_started(stream_id: str, kind: str, text: str, name: str = "") -> str:
@@ -42,19 +46,47 @@ def stream_token(stream_id: str, text: str) -> str:
     return format_html('<span hx-swap-oob="beforeend:#stream-{}-text">{}</span>', stream_id, text)
 
 
-def reply_status(text: str, *, busy: bool) -> str:
-    return format_html(
-        '<div id="reply-status" class="reply-status" role="status" aria-live="polite"'
-        ' hx-swap-oob="true" data-busy="{}">{}</div>',
-        "true" if busy else "false",
-        text,
+def reply_status(text: str, *, busy: bool, stalled: bool = False) -> str:
+    """The line under the thread: who is answering, with Stop (and Retry when stalled)."""
+    return render_to_string(
+        f"{PAGE}#reply-status", {"status_text": text, "busy": busy, "stalled": stalled, "oob": True}
     )
+
+
+def idle_status() -> str:
+    return reply_status("", busy=False)
+
+
+def catch_up(
+    stored: list[Message],
+    *,
+    draft: tuple[str, str, str, str] | None,
+    status: str,
+    drafts: bool = False,
+) -> str:
+    """Bring a page up to date: drop its stale drafts (if it has any), add what it missed, then
+    the live draft."""
+    parts = ['<div hx-swap-oob="delete:#messages .msg-streaming"></div>'] if drafts else []
+    inner = SafeString()
+    for message in stored:
+        inner += render_to_string(f"{PAGE}#message", {"message": message})
+    if draft is not None:
+        stream_id, kind, text, name = draft
+        inner += render_to_string(
+            f"{PAGE}#streaming-article",
+            {"stream_id": stream_id, "kind": kind, "text": text, "name": name},
+        )
+    if inner:
+        parts.append(format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', inner))
+    parts.append(status)
+    return "".join(parts)
 
 
 def composer(conversation: Conversation, *, text: str = "", error: str = "") -> str:
     return render_to_string(
         f"{PAGE}#composer",
         {
+            "otid": uuid.uuid4(),
             "conversation": conversation,
             "composer_text": text,
             "composer_error": error,
@@ -75,7 +107,22 @@ def composer_error(error: str) -> str:
 def thread_title(conversation: Conversation) -> str:
     return format_html(
         '<h1 id="thread-title" class="thread-title" hx-swap-oob="true">{}</h1>', conversation.title
-    ) + render_to_string(
-        f"{PAGE}#conversation-item",
-        {"c": conversation, "conversation": conversation, "item_oob": True},
+    )
+
+
+def sidebar_item_moved_to_top(conversation: Conversation) -> str:
+    """Move the conversation's sidebar item to the top of its list (it has a new message).
+
+    For the sockets of the conversation's own thread, so the item is marked as the current one.
+    Its old place is dropped wherever it was; it goes to the top of the list it belongs in.
+    """
+    item = render_to_string(
+        f"{PAGE}#conversation-item", {"c": conversation, "conversation": conversation}
+    )
+    target = "#archived-list" if conversation.archived else "#conversation-list"
+    return format_html(
+        '<li id="conv-{}" hx-swap-oob="delete"></li><div hx-swap-oob="afterbegin:{}">{}</div>',
+        conversation.letta_id,
+        target,
+        item,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -51,7 +52,11 @@ class LettaNotFound(LettaError):
 
 
 class LettaBusy(LettaError):
-    """The conversation already has a run in progress (HTTP 409)."""
+    """The conversation already has a run in progress (HTTP 409); ``run_id`` names it if known."""
+
+    def __init__(self, message: str, *, status: int | None = 409, run_id: str = "") -> None:
+        super().__init__(message, status=status)
+        self.run_id = run_id
 
 
 # --- What the gateway returns --------------------------------------------------------------------
@@ -105,6 +110,14 @@ class RunStarted:
     """The first event of a reply: Letta has accepted the message and started a run."""
 
     run_id: str
+    seq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A keep-alive inside a running reply: the run is alive but has nothing new to say."""
+
+    seq_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +177,9 @@ class Usage:
     step_count: int | None
 
 
-StreamEvent = RunStarted | ContentDelta | ToolCallDelta | ToolReturn | StreamError | Stopped | Usage
+StreamEvent = (
+    RunStarted | Ping | ContentDelta | ToolCallDelta | ToolReturn | StreamError | Stopped | Usage
+)
 
 
 class Gateway(Protocol):
@@ -185,6 +200,23 @@ class Gateway(Protocol):
     def astream_reply(
         self, *, conversation_id: str, text: str, otid: str
     ) -> AsyncIterator[StreamEvent]: ...
+    def astream_resume(
+        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+    ) -> AsyncIterator[StreamEvent]: ...
+    async def acancel(self, *, conversation_id: str) -> bool: ...
+    def list_conversations(
+        self,
+        *,
+        agent_id: str,
+        after: str | None = None,
+        limit: int = 50,
+        summary_search: str | None = None,
+    ) -> list[ConversationInfo]: ...
+    def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo: ...
+    def delete_conversation(self, *, conversation_id: str) -> None: ...
+    def fork_conversation(
+        self, *, conversation_id: str, message_id: str | None = None
+    ) -> ConversationInfo: ...
 
 
 # --- The real one ---------------------------------------------------------------------------------
@@ -198,7 +230,12 @@ def _error_from(exc: Exception) -> LettaError:
     if isinstance(exc, letta_client.APIStatusError):
         status = exc.status_code
         if status == 409:
-            return LettaBusy("The agent is still answering in this conversation.", status=status)
+            found = re.search(r"run_id=(run-[0-9a-fA-F-]+)", str(getattr(exc, "body", "") or exc))
+            return LettaBusy(
+                "The agent is still answering in this conversation.",
+                status=status,
+                run_id=found.group(1) if found else "",
+            )
         if status == 404:
             return LettaNotFound("Letta does not know this item.", status=status)
         if status in (401, 403):
@@ -275,7 +312,7 @@ def _stream_event(ev: Any) -> StreamEvent | None:
     run_id = getattr(ev, "run_id", None) or ""
     seq_id = getattr(ev, "seq_id", None)
     if kind == "ping":
-        return RunStarted(run_id=run_id) if run_id else None
+        return RunStarted(run_id, seq_id) if run_id else Ping(seq_id)
     if kind == "assistant_message":
         return ContentDelta(ev.id, "assistant", _text_of(ev.content), run_id, seq_id)
     if kind == "reasoning_message":
@@ -300,6 +337,19 @@ def _stream_event(ev: Any) -> StreamEvent | None:
             ev.step_count,
         )
     return None
+
+
+def _in_stream_error(body: object) -> StreamError:
+    data = body if isinstance(body, dict) else {}
+    if isinstance(data.get("error"), dict):
+        data = data["error"]
+    message = str(data.get("message") or data.get("detail") or "The agent's run failed.")
+    return StreamError(
+        error_type=str(data.get("error_type") or data.get("type") or "error"),
+        message=message,
+        detail=str(data.get("detail") or ""),
+        run_id=str(data.get("run_id") or ""),
+    )
 
 
 class LettaGateway:
@@ -432,22 +482,121 @@ class LettaGateway:
     async def astream_reply(
         self, *, conversation_id: str, text: str, otid: str
     ) -> AsyncIterator[StreamEvent]:
-        """Send one user message and yield the reply as it streams, token by token."""
+        """Send one user message and yield the reply as it streams, token by token.
+
+        The reply runs in the background on Letta, so it goes on if this stream breaks; resume it
+        with ``astream_resume``. Sending the same ``otid`` again re-attaches to the same run.
+        """
         client = self._aclients()[1]
         with _translated_errors():
             stream = await client.conversations.messages.create(
                 conversation_id,
                 messages=[{"role": "user", "content": text, "otid": otid}],
                 stream_tokens=True,
+                background=True,
                 include_pings=True,
             )
-            try:
-                async for raw in stream:
-                    event = _stream_event(raw)
-                    if event is not None:
-                        yield event
-            finally:
-                await stream.close()
+            async for event in self._events(stream):
+                yield event
+
+    async def astream_resume(
+        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Follow a background run from after ``after_seq`` (from its start when None).
+
+        Without ``run_id`` this follows the conversation's active run, if any.
+        """
+        client = self._aclients()[0]
+        options: dict[str, Any] = {"include_pings": True}
+        if run_id:
+            options["run_id"] = run_id
+        if after_seq is not None:
+            options["starting_after"] = after_seq
+        with _translated_errors():
+            stream = await client.conversations.messages.stream(conversation_id, **options)
+            async for event in self._events(stream):
+                yield event
+
+    async def acancel(self, *, conversation_id: str) -> bool:
+        """Stop the conversation's active run; False when there was none."""
+        try:
+            with _translated_errors():
+                await self._aclients()[1].conversations.cancel(conversation_id)
+        except LettaBusy:
+            return False  # 409: no active run to cancel
+        return True
+
+    @staticmethod
+    async def _events(stream: Any) -> AsyncIterator[StreamEvent]:
+        try:
+            async for raw in stream:
+                event = _stream_event(raw)
+                if event is not None:
+                    yield event
+        except letta_client.APIStatusError as exc:
+            if exc.status_code >= 400:
+                raise
+            # An `event: error` inside a stream that had started fine: the run failed.
+            yield _in_stream_error(exc.body)
+        finally:
+            await stream.close()
+
+    # Conversations: listing, renaming, deleting, forking ------------------------------------------
+
+    @staticmethod
+    def _conversation_info(conv: Any) -> ConversationInfo:
+        return ConversationInfo(
+            letta_id=conv.id,
+            agent_id=conv.agent_id,
+            summary=conv.summary or "",
+            created_at=conv.created_at,
+            last_message_at=conv.last_message_at,
+        )
+
+    def list_conversations(
+        self,
+        *,
+        agent_id: str,
+        after: str | None = None,
+        limit: int = 50,
+        summary_search: str | None = None,
+    ) -> list[ConversationInfo]:
+        """One page of an agent's conversations, newest first; ``after`` is a conversation id.
+
+        ``summary_search`` is a case-sensitive substring match on Letta 0.16.8.
+        """
+        options: dict[str, Any] = {}
+        if after:
+            options["after"] = after
+        if summary_search:
+            options["summary_search"] = summary_search
+        with _translated_errors():
+            page = self._client.conversations.list(
+                agent_id=agent_id, limit=limit, order="desc", **options
+            )
+            return [self._conversation_info(c) for c in page]
+
+    def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo:
+        with _translated_errors():
+            conv = self._send_client.conversations.update(conversation_id, summary=summary)
+        return self._conversation_info(conv)
+
+    def delete_conversation(self, *, conversation_id: str) -> None:
+        with _translated_errors():
+            self._send_client.conversations.delete(conversation_id)
+
+    def fork_conversation(
+        self, *, conversation_id: str, message_id: str | None = None
+    ) -> ConversationInfo:
+        """A new conversation with the same messages, up to ``message_id`` where honoured.
+
+        Letta 0.16.8 ignores ``message_id`` and copies the whole conversation: callers that ask
+        for a fork point must check what they got.
+        """
+        options = {"message_id": message_id} if message_id else {}
+        with _translated_errors():
+            conv = self._send_client.conversations.fork(conversation_id, **options)
+        return self._conversation_info(conv)
 
 
 @cache

@@ -39,6 +39,14 @@ class Conversation(models.Model):
     archived = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # Where a fork came from, and the origin's message it was asked to end at (None: all of it).
+    # Kept here: Letta does not record a fork's origin (and 0.16.8 ignores the fork point).
+    forked_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="forks"
+    )
+    forked_at_message = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         indexes = [
@@ -90,12 +98,64 @@ class Message(models.Model):
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["conversation", "created_at", "id"], name="msg_thread_idx")]
         constraints = [
+            # Per conversation: a fork shares its origin's Letta message ids.
             models.UniqueConstraint(
-                fields=["letta_id", "message_type"],
+                fields=["letta_id", "message_type", "conversation"],
                 condition=models.Q(letta_id__isnull=False),
-                name="msg_letta_id_type_unique",
-            )
+                name="msg_letta_id_type_conv_unique",
+            ),
+            # A resent message (same otid) is the same message: never a second copy.
+            models.UniqueConstraint(
+                fields=["conversation", "otid"],
+                condition=models.Q(message_type="user") & ~models.Q(otid=""),
+                name="msg_user_otid_unique",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_message_type_display()}: {self.content[:60]}"
+
+
+class Run(models.Model):
+    """One agent turn: a Letta background run answering one user message.
+
+    At most one run per conversation is running: that row is the lock that makes a second send
+    wait, across server processes. The relay that streams it listens on ``relay_channel`` for
+    snapshot and stop requests; ``last_seq_id`` is Letta's position at the last stored message, from
+    where a new relay resumes the stream if the old one is gone.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
+    user_message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    letta_run_id = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    last_seq_id = models.IntegerField(null=True, blank=True)
+    relay_channel = models.CharField(max_length=200, blank=True)
+    stop_reason = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    context_tokens = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="running"),
+                name="one_running_run_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.letta_run_id or 'run'} ({self.status})"

@@ -1,38 +1,63 @@
-"""Running one reply: stream it from Letta, relay it to the conversation's sockets, mirror it.
+"""One reply: follow a Letta background run, relay it to the conversation's sockets, mirror it.
 
-A reply runs as an asyncio task of its own, started by the consumer that received the message, so
-that socket stays responsive and the reply is finished and stored even if that socket goes away.
-Every write that pushes an event to clients lives here, and events go out only after the write.
+A ``ReplyRelay`` is an asyncio task of its own, started by the consumer that received the message,
+so that socket stays responsive (Stop works mid-stream) and the reply is finished and stored even if
+every socket goes away. Every write that pushes an event to clients lives here, and events go out
+only after the write.
+
+No reply is lost, and none is shown twice:
+
+- The relay numbers what it publishes (``tick``). A socket that (re)connects asks the relay for a
+  snapshot over the relay's own channel (``Run.relay_channel``, so it works across processes with
+  the Redis layer): every stored message after the last one the page has, plus the message being
+  streamed, as of one tick. The socket then drops group events up to that tick.
+- The relay handles Letta's events and these requests one at a time, in order, so a snapshot is
+  exact.
+- If Letta's stream breaks, the relay resumes it after the last ``seq_id`` it read. If the relay
+  itself is gone (its process died), a socket that finds no answer takes the run over and resumes
+  after the last stored message (``Run.last_seq_id``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from conversations import fragments, selectors, services
 from conversations.letta_gateway import (
     ContentDelta,
+    LettaBusy,
     LettaError,
+    LettaNotFound,
+    Ping,
     RunStarted,
     Stopped,
     StreamError,
+    StreamEvent,
     ToolCallDelta,
     ToolReturn,
+    Usage,
     get_gateway,
 )
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Run
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPE = "conversation.html"
+EVENT_TYPE = "conversation.html"  # relay -> group: {"html", "relay", "tick"}
+SNAPSHOT_TYPE = "conversation.snapshot"  # relay -> one socket: {"html", "relay", "tick"}
+SNAPSHOT_REQUEST = "relay.snapshot"  # socket -> relay: {"reply_to", "after"}
+STOP_REQUEST = "relay.stop"  # socket -> relay
+RETRY_REQUEST = "relay.retry"  # socket -> relay: stop, then send the message again
 
-# Replies running in this process, by conversation pk; the tasks are kept referenced here.
-_running: dict[int, asyncio.Task[None]] = {}
+# Relays running in this process, by conversation pk; the tasks are kept referenced here.
+_relays: dict[int, ReplyRelay] = {}
 
 
 def group_name(conversation_pk: int) -> str:
@@ -40,39 +65,46 @@ def group_name(conversation_pk: int) -> str:
     return f"conversation.{int(conversation_pk)}"
 
 
-async def publish(conversation_pk: int, html: str) -> None:
+def _layer() -> Any:
     layer = get_channel_layer()
-    assert layer is not None
-    await layer.group_send(group_name(conversation_pk), {"type": EVENT_TYPE, "html": html})
+    assert layer is not None, "CHANNEL_LAYERS is not configured"
+    return layer
+
+
+async def publish(conversation_pk: int, html: str, *, relay: str = "", tick: int = 0) -> None:
+    await _layer().group_send(
+        group_name(conversation_pk),
+        {"type": EVENT_TYPE, "html": html, "relay": relay, "tick": tick},
+    )
 
 
 async def send_to(channel_name: str, html: str) -> None:
-    layer = get_channel_layer()
-    assert layer is not None
-    await layer.send(channel_name, {"type": EVENT_TYPE, "html": html})
+    await _layer().send(channel_name, {"type": EVENT_TYPE, "html": html, "relay": "", "tick": 0})
 
 
-def reply_is_running(conversation_pk: int) -> bool:
-    task = _running.get(conversation_pk)
-    return task is not None and not task.done()
+def relay_running_here(conversation_pk: int) -> ReplyRelay | None:
+    relay = _relays.get(conversation_pk)
+    return relay if relay is not None and not relay.done else None
 
 
-def reply_start(
-    *, conversation: Conversation, user_message: Message, sender_channel: str
-) -> asyncio.Task[None]:
-    task = asyncio.create_task(
-        reply_run(
-            conversation=conversation, user_message=user_message, sender_channel=sender_channel
-        ),
-        name=f"reply-{conversation.pk}",
+async def relay_start(
+    *,
+    conversation: Conversation,
+    run: Run,
+    user_message: Message | None,
+    sender_channel: str = "",
+    resume: bool = False,
+) -> ReplyRelay:
+    relay = ReplyRelay(
+        conversation=conversation,
+        run=run,
+        user_message=user_message,
+        sender_channel=sender_channel,
+        resume=resume,
     )
-    _running[conversation.pk] = task
-    task.add_done_callback(
-        lambda t: (
-            _running.pop(conversation.pk, None) if _running.get(conversation.pk) is t else None
-        )
-    )
-    return task
+    await relay.open()
+    relay.start()
+    return relay
 
 
 @dataclass
@@ -85,6 +117,7 @@ class _Draft:
     name: str = ""
     run_id: str = ""
     parts: list[str] = field(default_factory=list)
+    seq_id: int | None = None
 
     @property
     def text(self) -> str:
@@ -97,30 +130,259 @@ _KIND_TO_TYPE = {
     "tool_call": Message.Type.TOOL_CALL,
 }
 
+STOP_REASONS = {
+    "end_turn": "",
+    "no_tool_call": "",
+    "tool_rule": "",
+    "max_steps": "The agent stopped after the most steps it may take in one reply.",
+    "max_tokens_exceeded": "The reply was cut off: it reached the model's token limit.",
+    "cancelled": "Stopped.",
+    "requires_approval": "The agent is waiting for a tool call to be approved.",
+}
+STOPPED_NOTE = "Stopped."
 
-class _Relay:
-    def __init__(self, conversation: Conversation) -> None:
+_END = object()
+
+
+class ReplyRelay:
+    def __init__(
+        self,
+        *,
+        conversation: Conversation,
+        run: Run,
+        user_message: Message | None,
+        sender_channel: str,
+        resume: bool,
+    ) -> None:
         self.conversation = conversation
+        self.pk = conversation.pk
+        self.run = run
+        self.user_message = user_message
+        self.sender_channel = sender_channel
+        self.resume = resume
+        self.gateway = get_gateway()
+        self.channel = ""
+        self.tick = 0
         self.draft: _Draft | None = None
+        self.read_seq: int | None = run.last_seq_id if resume else None
+        self.run_started = bool(run.letta_run_id)
+        self.failure = ""
+        self.stop_note = ""
+        self.stop_requested = False
+        self.retry_requested = False
+        self.stalled = False
+        self.done = False
+        self.task: asyncio.Task[None] | None = None
+        self.cursor: str | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
 
-    async def piece(
-        self, letta_id: str, kind: str, text: str, *, name: str = "", run_id: str = ""
+    async def open(self) -> None:
+        """Register the relay's channel, so sockets can reach it as soon as it runs."""
+        # The default prefix: channels_redis reads all of a process's channels with one loop per
+        # prefix, and a second prefix would make its receive starve the sockets' (and vice versa).
+        self.channel = await _layer().new_channel()
+        await database_sync_to_async(services.run_set_relay)(run=self.run, channel=self.channel)
+
+    def start(self) -> None:
+        _relays[self.pk] = self
+        self.task = asyncio.create_task(self._main(), name=f"reply-{self.pk}")
+
+    # The loop ------------------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        self.cursor = await database_sync_to_async(selectors.message_last_letta_id)(
+            conversation=self.conversation
+        )
+        reader = asyncio.create_task(self._read_letta())
+        control = asyncio.create_task(self._read_control())
+        try:
+            await self._publish(self._status_html())
+            await self._loop()
+        except asyncio.CancelledError:
+            # The process is going away: leave the run "running" for another relay to take over.
+            raise
+        except Exception:
+            logger.exception("relay for conversation %s failed", self.pk)
+            self.failure = self.failure or "lettachat failed while relaying this reply."
+        finally:
+            # Not awaited: a channels_redis receive takes up to its blocking-pop timeout to end.
+            for task in (reader, control):
+                task.cancel()
+                task.add_done_callback(_retrieve)
+            if _relays.get(self.pk) is self:
+                _relays.pop(self.pk, None)
+        await self._finish()
+
+    async def _loop(self) -> None:
+        stall_after = settings.LETTACHAT_STALL_SECONDS
+        while True:
+            try:
+                kind, payload = await asyncio.wait_for(self._queue.get(), timeout=stall_after)
+            except TimeoutError:
+                if not self.stalled:
+                    self.stalled = True
+                    await self._publish(self._status_html())
+                continue
+            if kind == "end":
+                return
+            if kind == "event":
+                if self.stalled:
+                    self.stalled = False
+                    await self._publish(self._status_html())
+                await self._handle(payload)
+            elif kind == "control":
+                await self._control(payload)
+            elif kind == "failure":
+                self.failure = payload
+                return
+
+    # Letta's side --------------------------------------------------------------------------------
+
+    async def _read_letta(self) -> None:
+        """Feed Letta's events into the queue; resume the stream where it broke."""
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async for event in self._letta_stream():
+                    deadline = None
+                    if not isinstance(event, Ping):
+                        self.run_started = True  # Letta has the message: resume, never resend
+                    seq = getattr(event, "seq_id", None)
+                    if seq is not None:
+                        self.read_seq = seq
+                    await self._queue.put(("event", event))
+                await self._queue.put(("end", None))
+                return
+            except LettaBusy as exc:
+                # Letta is answering something else in this conversation: follow that instead.
+                await self._queue.put(("event", _Busy(exc.run_id)))
+                self.run_started = True
+                self.resume = True
+                self.read_seq = None
+                self.run.letta_run_id = exc.run_id
+            except LettaError as exc:
+                gone = isinstance(exc, LettaNotFound) or (
+                    exc.status is not None and 400 <= exc.status < 500
+                )
+                if not self.run_started or gone:
+                    await self._queue.put(("failure", str(exc)))
+                    return
+                # The run goes on in Letta: follow it again from the last event we read.
+                deadline = deadline or loop.time() + settings.LETTACHAT_RESUME_SECONDS
+                if loop.time() > deadline:
+                    await self._queue.put(("failure", str(exc)))
+                    return
+                logger.info("stream of %s broke (%s); resuming", self.run.letta_run_id, exc)
+                self.resume = True
+                await asyncio.sleep(settings.LETTACHAT_RESUME_BACKOFF)
+
+    def _letta_stream(self) -> AsyncIterator[StreamEvent]:
+        conversation_id = self.conversation.letta_id
+        if self.resume:
+            return self.gateway.astream_resume(
+                conversation_id=conversation_id,
+                run_id=self.run.letta_run_id,
+                after_seq=self.read_seq,
+            )
+        assert self.user_message is not None
+        return self.gateway.astream_reply(
+            conversation_id=conversation_id,
+            text=self.user_message.content,
+            otid=self.user_message.otid,
+        )
+
+    async def _handle(self, event: StreamEvent | _Busy) -> None:
+        if isinstance(event, _Busy):
+            await self._busy(event.run_id)
+        elif isinstance(event, RunStarted):
+            self.run_started = True
+            if event.run_id and event.run_id != self.run.letta_run_id:
+                self.run.letta_run_id = event.run_id
+                await database_sync_to_async(services.run_started)(
+                    run=self.run, letta_run_id=event.run_id
+                )
+            if self.stop_requested:
+                await self._cancel()
+        elif isinstance(event, Ping):
+            pass
+        elif isinstance(event, ContentDelta):
+            self.run_started = True
+            await self._piece(event.message_id, event.kind, event.text, event.run_id, event.seq_id)
+        elif isinstance(event, ToolCallDelta):
+            await self._piece(
+                event.message_id, "tool_call", event.arguments, event.run_id, event.seq_id,
+                name=event.name,
+            )  # fmt: skip
+        elif isinstance(event, ToolReturn):
+            await self._finish_draft()
+            message = await database_sync_to_async(services.message_record)(
+                conversation=self.conversation,
+                letta_id=event.message_id,
+                message_type=Message.Type.TOOL_RETURN,
+                content=event.content,
+                name=event.status,
+                run_id=event.run_id,
+            )
+            await self._stored(event.seq_id)
+            await self._publish(fragments.message_appended(message))
+        elif isinstance(event, StreamError):
+            self.failure = event.message or event.error_type
+        elif isinstance(event, Stopped):
+            if event.reason == "cancelled":
+                self.stop_note = STOPPED_NOTE
+            else:
+                note = STOP_REASONS.get(event.reason, f"The reply ended early ({event.reason}).")
+                self.stop_note = self.stop_note or note
+            self.run.stop_reason = event.reason
+        elif isinstance(event, Usage):
+            self.run.prompt_tokens = event.prompt_tokens
+            self.run.completion_tokens = event.completion_tokens
+            self.run.total_tokens = event.total_tokens
+            self.run.context_tokens = event.context_tokens
+
+    async def _busy(self, run_id: str) -> None:
+        """The send met a run already going: show that one, and hand the person's text back."""
+        if self.user_message is not None:
+            message = self.user_message
+            self.user_message = None
+            await database_sync_to_async(services.message_mark_failed)(
+                message=message,
+                error="the agent was still answering. Send it again when the reply is done.",
+            )
+            await self._publish(fragments.message_replaced(message))
+            if self.sender_channel:
+                await send_to(
+                    self.sender_channel, fragments.composer(self.conversation, text=message.content)
+                )
+        await database_sync_to_async(services.run_started)(run=self.run, letta_run_id=run_id)
+
+    async def _piece(
+        self,
+        letta_id: str,
+        kind: str,
+        text: str,
+        run_id: str,
+        seq_id: int | None,
+        *,
+        name: str = "",
     ) -> None:
         draft = self.draft
         if draft is not None and (draft.letta_id, draft.kind) == (letta_id, kind):
             draft.parts.append(text)
+            draft.seq_id = seq_id if seq_id is not None else draft.seq_id
             if name and not draft.name:
                 draft.name = name
             if text:
-                await publish(self.conversation.pk, fragments.stream_token(draft.stream_id, text))
+                await self._publish(fragments.stream_token(draft.stream_id, text))
             return
-        await self.finish()
+        await self._finish_draft()
         # Letta gives a step's reasoning and its answer one id: the kind tells them apart.
         stream_id = f"{kind}-{letta_id}"
-        self.draft = _Draft(letta_id, kind, stream_id, name=name, run_id=run_id, parts=[text])
-        await publish(self.conversation.pk, fragments.stream_started(stream_id, kind, text, name))
+        self.draft = _Draft(letta_id, kind, stream_id, name, run_id, [text], seq_id)
+        await self._publish(fragments.stream_started(stream_id, kind, text, name))
 
-    async def finish(self, *, error: str = "") -> None:
+    async def _finish_draft(self, *, error: str = "") -> None:
         """Store the message being streamed, and show its final form in place of the draft."""
         draft, self.draft = self.draft, None
         if draft is None:
@@ -134,93 +396,150 @@ class _Relay:
             run_id=draft.run_id,
             error=error,
         )
-        await publish(self.conversation.pk, fragments.stream_finished(draft.stream_id, message))
+        await self._stored(draft.seq_id)
+        await self._publish(fragments.stream_finished(draft.stream_id, message))
 
+    async def _stored(self, seq_id: int | None) -> None:
+        if seq_id is not None:
+            await database_sync_to_async(services.run_stored_until)(run=self.run, seq_id=seq_id)
 
-STOP_REASONS = {
-    "end_turn": "",
-    "max_steps": "The agent stopped after the most steps it may take in one reply.",
-    "max_tokens_exceeded": "The reply was cut off: it reached the model's token limit.",
-    "cancelled": "The reply was stopped.",
-    "no_tool_call": "",
-    "tool_rule": "",
-    "requires_approval": "The agent is waiting for a tool call to be approved.",
-}
+    async def _cancel(self) -> None:
+        try:
+            await self.gateway.acancel(conversation_id=self.conversation.letta_id)
+        except LettaError as exc:
+            logger.warning("could not stop run %s: %s", self.run.letta_run_id, exc)
 
+    # Requests from sockets -----------------------------------------------------------------------
 
-async def reply_run(
-    *, conversation: Conversation, user_message: Message, sender_channel: str
-) -> None:
-    gateway = get_gateway()
-    pk = conversation.pk
-    relay = _Relay(conversation)
-    run_started = False
-    failure = ""
-    stop_note = ""
-    cursor = await database_sync_to_async(selectors.message_last_letta_id)(
-        conversation=conversation
-    )
-    await publish(pk, fragments.reply_status(f"{conversation.agent.name} is answering…", busy=True))
-    try:
-        async for event in gateway.astream_reply(
-            conversation_id=conversation.letta_id, text=user_message.content, otid=user_message.otid
-        ):
-            if isinstance(event, RunStarted):
-                run_started = True
-            elif isinstance(event, ContentDelta):
-                run_started = True
-                await relay.piece(event.message_id, event.kind, event.text, run_id=event.run_id)
-            elif isinstance(event, ToolCallDelta):
-                await relay.piece(
-                    event.message_id,
-                    "tool_call",
-                    event.arguments,
-                    name=event.name,
-                    run_id=event.run_id,
-                )
-            elif isinstance(event, ToolReturn):
-                await relay.finish()
-                message = await database_sync_to_async(services.message_record)(
-                    conversation=conversation,
-                    letta_id=event.message_id,
-                    message_type=Message.Type.TOOL_RETURN,
-                    content=event.content,
-                    name=event.status,
-                    run_id=event.run_id,
-                )
-                await publish(pk, fragments.message_appended(message))
-            elif isinstance(event, StreamError):
-                failure = event.message or event.error_type
-            elif isinstance(event, Stopped):
-                stop_note = STOP_REASONS.get(
-                    event.reason, f"The reply ended early ({event.reason})."
-                )
-    except LettaError as exc:
-        failure = str(exc)
-        logger.warning("reply to %s failed: %s", conversation.letta_id, exc)
-    except asyncio.CancelledError:
-        await relay.finish(error="The reply was stopped.")
-        raise
-    await relay.finish(error=failure or stop_note)
+    async def _read_control(self) -> None:
+        layer = _layer()
+        while True:
+            message = await layer.receive(self.channel)
+            await self._queue.put(("control", message))
 
-    if run_started:
-        await _reconcile(conversation, cursor)
-    if failure:
-        kept = await database_sync_to_async(_kept_by_letta)(user_message)
-        if kept:
-            await _note(pk, conversation, failure)
-        else:
-            # Letta did not keep the message: say so next to it, and give the text back.
-            await database_sync_to_async(services.message_mark_failed)(
-                message=user_message, error=failure
+    async def _control(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == SNAPSHOT_REQUEST:
+            html = await self._snapshot_html(
+                after=int(message.get("after") or 0), drafts=bool(message.get("drafts"))
             )
-            await publish(pk, fragments.message_replaced(user_message))
-            await send_to(
-                sender_channel, fragments.composer(conversation, text=user_message.content)
+            await _layer().send(
+                str(message["reply_to"]),
+                {"type": SNAPSHOT_TYPE, "html": html, "relay": self.channel, "tick": self.tick},
             )
-    elif stop_note:
-        await _note(pk, conversation, stop_note)
-    await publish(pk, fragments.reply_status("", busy=False))
+        elif kind in (STOP_REQUEST, RETRY_REQUEST):
+            self.stop_requested = True
+            self.retry_requested = kind == RETRY_REQUEST
+            await self._publish(fragments.reply_status("Stopping…", busy=True))
+            # The socket has told Letta already; if Letta had no run yet, RunStarted cancels it.
+            if self.stalled:
+                # Nothing is coming from Letta: do not wait for it to confirm.
+                await self._queue.put(("end", None))
+
+    async def _snapshot_html(self, *, after: int, drafts: bool) -> str:
+        stored = await database_sync_to_async(selectors.message_list_after)(
+            conversation=self.conversation, after_pk=after
+        )
+        draft = self.draft
+        return fragments.catch_up(
+            stored,
+            draft=(draft.stream_id, draft.kind, draft.text, draft.name) if draft else None,
+            status=self._status_html(),
+            drafts=drafts,
+        )
+
+    def _status_html(self) -> str:
+        if self.stalled:
+            return fragments.reply_status(
+                f"{self.conversation.agent.name} has not answered for "
+                f"{settings.LETTACHAT_STALL_SECONDS:g} s.",
+                busy=True,
+                stalled=True,
+            )
+        return fragments.reply_status(f"{self.conversation.agent.name} is answering…", busy=True)
+
+    async def _publish(self, html: str) -> None:
+        self.tick += 1
+        await publish(self.pk, html, relay=self.channel, tick=self.tick)
+
+    # The end -------------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        self.done = True
+        failure, stop_note = self.failure, self.stop_note
+        if self.stop_requested and not stop_note:
+            stop_note = STOPPED_NOTE
+        await self._finish_draft(error=failure or stop_note)
+        if self.run_started:
+            await self._reconcile()
+        user_message = self.user_message
+        if failure and user_message is not None:
+            kept = await database_sync_to_async(_kept_by_letta)(user_message)
+            if kept:
+                await self._note(failure)
+            else:
+                # Letta did not keep the message: say so next to it, and give the text back.
+                await database_sync_to_async(services.message_mark_failed)(
+                    message=user_message, error=failure
+                )
+                await self._publish(fragments.message_replaced(user_message))
+                if self.sender_channel:
+                    await send_to(
+                        self.sender_channel,
+                        fragments.composer(self.conversation, text=user_message.content),
+                    )
+        elif failure:
+            await self._note(failure)
+        elif stop_note:
+            await self._note(stop_note)
+        status = Run.Status.DONE
+        if failure:
+            status = Run.Status.FAILED
+        elif self.stop_requested or self.run.stop_reason == "cancelled":
+            status = Run.Status.STOPPED
+        await database_sync_to_async(services.run_finish)(
+            run=self.run, status=status, error=failure
+        )
+        await self._publish(fragments.reply_status("", busy=False))
+        if self.retry_requested and user_message is not None:
+            await reply_retry(
+                conversation=self.conversation,
+                message=user_message,
+                sender_channel=self.sender_channel,
+            )
+
+    async def _note(self, text: str) -> None:
+        note = await database_sync_to_async(services.message_record_error)(
+            conversation=self.conversation, text=text
+        )
+        await self._publish(fragments.message_appended(note))
+
+    async def _reconcile(self) -> None:
+        """Let Letta's stored copy settle the mirror: our message's id, anything not streamed."""
+        try:
+            infos = await self.gateway.alist_messages(
+                conversation_id=self.conversation.letta_id, after=self.cursor
+            )
+        except LettaError as exc:
+            logger.warning(
+                "could not re-read %s after a reply: %s", self.conversation.letta_id, exc
+            )
+            return
+        added = await database_sync_to_async(services.message_reconcile)(
+            conversation=self.conversation, infos=infos
+        )
+        for message in added:
+            await self._publish(fragments.message_appended(message))
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("relay helper task failed", exc_info=task.exception())
+
+
+@dataclass(frozen=True)
+class _Busy:
+    run_id: str
 
 
 def _kept_by_letta(message: Message) -> bool:
@@ -228,24 +547,35 @@ def _kept_by_letta(message: Message) -> bool:
     return message.letta_id is not None
 
 
-async def _note(pk: int, conversation: Conversation, text: str) -> None:
-    note = await database_sync_to_async(services.message_record_error)(
-        conversation=conversation, text=text
-    )
-    await publish(pk, fragments.message_appended(note))
-
-
-async def _reconcile(conversation: Conversation, cursor: str | None) -> None:
-    """Let Letta's stored copy settle the mirror: ids of our user message, anything not streamed."""
+async def stop_on_letta(conversation: Conversation) -> None:
     try:
-        infos = await get_gateway().alist_messages(
-            conversation_id=conversation.letta_id, after=cursor
-        )
+        await get_gateway().acancel(conversation_id=conversation.letta_id)
     except LettaError as exc:
-        logger.warning("could not re-read %s after a reply: %s", conversation.letta_id, exc)
-        return
-    added = await database_sync_to_async(services.message_reconcile)(
-        conversation=conversation, infos=infos
+        logger.warning("could not stop the run of %s: %s", conversation.letta_id, exc)
+
+
+async def reply_retry(*, conversation: Conversation, message: Message, sender_channel: str) -> bool:
+    """Send a failed message again (a new turn). False when a reply is still running."""
+    try:
+        message, run = await database_sync_to_async(services.message_resend)(
+            conversation=conversation, message=message
+        )
+    except services.ConversationBusy:
+        return False
+    await publish(conversation.pk, fragments.message_replaced(message))
+    await relay_start(
+        conversation=conversation, run=run, user_message=message, sender_channel=sender_channel
     )
-    for message in added:
-        await publish(conversation.pk, fragments.message_appended(message))
+    return True
+
+
+async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel: str) -> bool:
+    """Resume a run whose relay is gone, in this process. False if someone else took it."""
+    if relay_running_here(conversation.pk) is not None:
+        return True
+    claimed = await database_sync_to_async(services.run_claim)(run=run, stale_channel=stale_channel)
+    if not claimed:
+        return False
+    user_message = await database_sync_to_async(lambda: run.user_message)()
+    await relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
+    return True

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from conversations.models import Agent, Conversation, Message
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, F, OrderBy, OuterRef, Q, QuerySet, Subquery
+
+from conversations.models import Agent, Conversation, Message, Run
 
 SIDEBAR_PAGE_SIZE = 50
 THREAD_PAGE_SIZE = 100
@@ -65,3 +69,188 @@ def message_last_letta_id(*, conversation: Conversation) -> str | None:
         .values_list("letta_id", flat=True)
         .first()
     )
+
+
+def message_list_after(
+    *, conversation: Conversation, after_pk: int, limit: int = THREAD_PAGE_SIZE
+) -> list[Message]:
+    """What a page showing messages up to ``after_pk`` is missing (at most the last ``limit``)."""
+    newer = (
+        Message.objects.filter(conversation=conversation, pk__gt=after_pk)
+        .exclude(message_type=Message.Type.SYSTEM)
+        .order_by("-created_at", "-id")[:limit]
+    )
+    return list(reversed(newer))
+
+
+def run_active(*, conversation: Conversation) -> Run | None:
+    return Run.objects.filter(conversation=conversation, status=Run.Status.RUNNING).first()
+
+
+def message_get_failed(*, conversation: Conversation, pk: int) -> Message | None:
+    """A message of this conversation that could not be sent (and so may be sent again)."""
+    return (
+        Message.objects.filter(conversation=conversation, pk=pk, message_type=Message.Type.USER)
+        .exclude(error="")
+        .first()
+    )
+
+
+# --- Threads: sidebar pages, search, older messages ----------------------------------------------
+
+SEARCH_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationPage:
+    """One page of the sidebar and the cursor of the next (None when this is the last)."""
+
+    conversations: list[Conversation]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Messages oldest first, and the pk to read older ones before (None when there are none)."""
+
+    messages: list[Message]
+    older_cursor: int | None
+
+
+def _sidebar_order() -> tuple[OrderBy, str]:
+    # DESC NULLS FIRST is PostgreSQL's own order for a DESC index: conv_sidebar_idx serves it.
+    return F("last_message_at").desc(nulls_first=True), "-id"
+
+
+def _encode_sidebar_cursor(conversation: Conversation) -> str:
+    at = conversation.last_message_at
+    micros = "null" if at is None else str((at - _EPOCH) // timedelta(microseconds=1))
+    return f"{micros}_{conversation.pk}"
+
+
+def _decode_sidebar_cursor(cursor: str) -> tuple[datetime | None, int]:
+    """(last_message_at, pk) from a cursor; ``ValueError`` for anything else."""
+    micros, _, pk = cursor.partition("_")
+    if not pk.isdigit() or not (micros == "null" or micros.lstrip("-").isdigit()):
+        raise ValueError(f"not a sidebar cursor: {cursor!r}")
+    at = None if micros == "null" else _EPOCH + timedelta(microseconds=int(micros))
+    return at, int(pk)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def conversation_page(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    agent: Agent,
+    archived: bool = False,
+    cursor: str | None = None,
+    limit: int = SIDEBAR_PAGE_SIZE,
+) -> ConversationPage:
+    """A page of the person's conversations on ``agent``, most recent activity first.
+
+    Keyset pagination over (last_message_at, id), one index-backed query per page whatever the
+    depth; ``cursor`` comes from the previous page (``ValueError`` if it is not one).
+    """
+    if not user.is_authenticated:
+        return ConversationPage([], None)
+    rows = Conversation.objects.filter(owner=user, agent=agent, archived=archived)
+    if cursor:
+        at, pk = _decode_sidebar_cursor(cursor)
+        if at is None:  # still among those with no activity (they come first)
+            rows = rows.filter(
+                Q(last_message_at__isnull=True, pk__lt=pk) | Q(last_message_at__isnull=False)
+            )
+        else:
+            # The first condition is the index range; the second settles ties on the timestamp.
+            rows = rows.filter(last_message_at__lte=at).filter(
+                Q(last_message_at__lt=at) | Q(pk__lt=pk)
+            )
+    found = list(rows.order_by(*_sidebar_order())[: limit + 1])
+    if len(found) <= limit:
+        return ConversationPage(found, None)
+    page = found[:limit]
+    return ConversationPage(page, _encode_sidebar_cursor(page[-1]))
+
+
+def conversation_search(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    agent: Agent,
+    query: str,
+    letta_ids: Iterable[str] = (),
+    limit: int = SEARCH_LIMIT,
+) -> list[Conversation]:
+    """The person's conversations on ``agent`` whose title or any message contains ``query``.
+
+    ``letta_ids`` are conversations Letta's own summary search found: only the person's count.
+    """
+    query = query.strip()
+    if not user.is_authenticated or not query:
+        return []
+    in_messages = Message.objects.filter(
+        conversation=OuterRef("pk"), content__icontains=query
+    ).exclude(message_type=Message.Type.SYSTEM)
+    matches = Q(summary__icontains=query) | Exists(in_messages)
+    if letta_ids := list(letta_ids):
+        matches |= Q(letta_id__in=letta_ids)
+    return list(
+        Conversation.objects.filter(owner=user, agent=agent)
+        .filter(matches)
+        .order_by(*_sidebar_order())[:limit]
+    )
+
+
+def _message_page(rows: QuerySet[Message], limit: int) -> MessagePage:
+    found = list(
+        rows.exclude(message_type=Message.Type.SYSTEM).order_by("-created_at", "-id")[: limit + 1]
+    )
+    older = found[limit - 1].pk if len(found) > limit else None
+    return MessagePage(list(reversed(found[:limit])), older)
+
+
+def message_page_recent(
+    *, conversation: Conversation, limit: int = THREAD_PAGE_SIZE
+) -> MessagePage:
+    """The last ``limit`` shown messages of a thread, oldest first, in one query."""
+    return _message_page(Message.objects.filter(conversation=conversation), limit)
+
+
+def message_page_before(
+    *, conversation: Conversation, before: int, limit: int = THREAD_PAGE_SIZE
+) -> MessagePage:
+    """The ``limit`` shown messages just older than message ``before`` (a pk in this thread).
+
+    Keyset over (created_at, id) on msg_thread_idx: one query, however long the history.
+    """
+    anchor = Message.objects.filter(conversation=conversation, pk=before).values("created_at")[:1]
+    rows = Message.objects.filter(
+        conversation=conversation, created_at__lte=Subquery(anchor)
+    ).filter(Q(created_at__lt=Subquery(anchor)) | Q(pk__lt=before))
+    return _message_page(rows, limit)
+
+
+def message_rewind_point(*, conversation: Conversation) -> tuple[Message | None, Message | None]:
+    """(the person's last message, the last message Letta holds before it) in this thread.
+
+    "Edit and resend" and "Regenerate" fork the thread at the second and resend the first.
+    """
+    last_user = (
+        Message.objects.filter(
+            conversation=conversation, message_type=Message.Type.USER, letta_id__isnull=False
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if last_user is None:
+        return None, None
+    before = (
+        Message.objects.filter(conversation=conversation, letta_id__isnull=False)
+        .exclude(message_type=Message.Type.SYSTEM)
+        .filter(created_at__lte=last_user.created_at)
+        .filter(Q(created_at__lt=last_user.created_at) | Q(pk__lt=last_user.pk))
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return last_user, before

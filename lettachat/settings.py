@@ -101,7 +101,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which breaks the 5 s
+                # blocking pops channels_redis waits on (django/channels_redis#422).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat"),
                 "capacity": 5000,
             },
@@ -172,3 +174,45 @@ LETTA_GATEWAY = env.str("LETTA_GATEWAY", default="conversations.letta_gateway.Le
 
 # --- Chat -----------------------------------------------------------------------------------------
 LETTACHAT_MAX_MESSAGE_CHARS = env.int("LETTACHAT_MAX_MESSAGE_CHARS", default=16_000)
+# A reply with no event at all (not even a keep-alive ping) for this long is shown as stalled.
+LETTACHAT_STALL_SECONDS = env.float("LETTACHAT_STALL_SECONDS", default=30.0)
+# How long a relay keeps trying to resume a broken stream from Letta before giving up.
+LETTACHAT_RESUME_SECONDS = env.float("LETTACHAT_RESUME_SECONDS", default=120.0)
+LETTACHAT_RESUME_BACKOFF = env.float("LETTACHAT_RESUME_BACKOFF", default=1.0)
+# How long a reconnecting page waits for the relay of a running reply before taking it over.
+LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", default=3.0)
+
+# --- Security ------------------------------------------------------------------------------------
+# (Owned by the abuse-and-bad-input work: see README "Guarantees" and tests/test_security_*.py.)
+# A Content-Security-Policy that lets no inline script or style run: every script is a file from
+# our own origin (htmx, its ws extension, chat.js), htmx is told not to inject its indicator style
+# (base.html's htmx-config), and markdown allows no images, so 'self' is all a page loads.
+# 'self' in connect-src also covers ws:/wss: to the same host and port (CSP Level 3).
+from csp.constants import NONE, SELF  # noqa: E402
+
+INSTALLED_APPS += ["csp"]
+MIDDLEWARE += ["csp.middleware.CSPMiddleware"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# HSTS for subdomains and the preload list are the deployer's call (they bind every subdomain).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+
+# Flood limits for the conversation websocket (conversations/limits.py).
+# At most N frames per M seconds on one socket ("N/M"); more get an error and reach nothing.
+LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
+# Open sockets one person may hold in one server process; more are closed with code 4429.
+LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# --- end Security --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 
 from conversations.letta_gateway import LettaGateway, get_gateway
@@ -26,6 +27,15 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A channel layer per test: each test has its own event loop, and channels_redis binds its
+    receive locks to the loop that first used them."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from conversations.letta_gateway import (
     ContentDelta,
     ConversationInfo,
     LettaError,
+    LettaNotFound,
     MessageInfo,
     RunStarted,
     Stopped,
@@ -31,6 +32,7 @@ class Script:
     events: list[StreamEvent] | LettaError
     hold_after: int | None = None
     gate: asyncio.Event | None = None
+    cancelled: bool = False
 
 
 @dataclass
@@ -41,6 +43,18 @@ class ScriptedGateway:
     stored: dict[str, list[MessageInfo]] = field(default_factory=dict)
     down: LettaError | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    # Conversations (threads): what Letta holds, and what was asked of it.
+    conversations: dict[str, ConversationInfo] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)  # ids Letta answers 404 for
+    deleted: list[str] = field(default_factory=list)
+    forks: list[dict[str, str | None]] = field(default_factory=list)
+    fork_honours_message_id: bool = False  # like Letta 0.16.8, which copies everything
+    # Runs: scripted resumptions, stop requests, and the script now streaming.
+    resumes: deque[Script] = field(default_factory=deque)
+    resumed: list[dict[str, object]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    active: Script | None = None
+    cancels_succeed: bool = True
 
     # scripting --------------------------------------------------------------------------------
     def enqueue(
@@ -80,7 +94,9 @@ class ScriptedGateway:
     def create_conversation(self, *, agent_id: str) -> ConversationInfo:
         if self.down:
             raise self.down
-        return ConversationInfo(f"conv-{next(self._ids)}", agent_id, "", datetime.now(UTC), None)
+        info = ConversationInfo(f"conv-{next(self._ids)}", agent_id, "", datetime.now(UTC), None)
+        self.conversations[info.letta_id] = info
+        return info
 
     def list_messages(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
@@ -101,7 +117,125 @@ class ScriptedGateway:
         if isinstance(script.events, LettaError):
             raise script.events
         self.sent.append({"conversation_id": conversation_id, "text": text, "otid": otid})
-        for index, event in enumerate(script.events):
-            if script.hold_after is not None and index == script.hold_after and script.gate:
-                await script.gate.wait()
+        async for event in self._play(script):
             yield event
+
+    def enqueue_resume(
+        self, events: list[StreamEvent] | LettaError, *, hold_after: int | None = None
+    ) -> asyncio.Event | None:
+        """What the next ``astream_resume`` yields."""
+        gate = asyncio.Event() if hold_after is not None else None
+        self.resumes.append(Script(events, hold_after, gate))
+        return gate
+
+    async def astream_resume(
+        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        if self.down:
+            raise self.down
+        self.resumed.append({"run_id": run_id, "after_seq": after_seq})
+        script = self.resumes.popleft()
+        if isinstance(script.events, LettaError):
+            raise script.events
+        async for event in self._play(script):
+            yield event
+
+    async def acancel(self, *, conversation_id: str) -> bool:
+        if self.down:
+            raise self.down
+        self.cancels.append(conversation_id)
+        script = self.active
+        if script is None or script.cancelled or not self.cancels_succeed:
+            return False
+        script.cancelled = True
+        if script.gate is not None:
+            script.gate.set()
+        return True
+
+    async def _play(self, script: Script) -> AsyncIterator[StreamEvent]:
+        """Yield a script's events, pausing at ``hold_after``; a cancel ends it like Letta does."""
+        self.active = script
+        try:
+            for index, event in enumerate(script.events):  # type: ignore[arg-type]
+                if script.hold_after is not None and index == script.hold_after and script.gate:
+                    await script.gate.wait()
+                if script.cancelled:
+                    yield Stopped("cancelled")
+                    return
+                if isinstance(event, BaseException):
+                    raise event  # a stream that breaks here
+                yield event
+        finally:
+            if self.active is script:
+                self.active = None
+
+    # conversations (threads) ------------------------------------------------------------------
+    def _check(self, conversation_id: str) -> None:
+        if self.down:
+            raise self.down
+        if conversation_id in self.unknown:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+
+    def list_conversations(
+        self,
+        *,
+        agent_id: str,
+        after: str | None = None,
+        limit: int = 50,
+        summary_search: str | None = None,
+    ) -> list[ConversationInfo]:
+        if self.down:
+            raise self.down
+        found = [
+            c
+            for c in reversed(self.conversations.values())
+            if c.agent_id == agent_id and (not summary_search or summary_search in c.summary)
+        ]
+        if after:
+            ids = [c.letta_id for c in found]
+            found = found[ids.index(after) + 1 :] if after in ids else []
+        return found[:limit]
+
+    def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo:
+        self._check(conversation_id)
+        known = self.conversations.get(conversation_id)
+        info = ConversationInfo(
+            conversation_id,
+            known.agent_id if known else "",
+            summary,
+            known.created_at if known else datetime.now(UTC),
+            known.last_message_at if known else None,
+        )
+        self.conversations[conversation_id] = info
+        return info
+
+    def delete_conversation(self, *, conversation_id: str) -> None:
+        self._check(conversation_id)
+        self.conversations.pop(conversation_id, None)
+        self.stored.pop(conversation_id, None)
+        self.deleted.append(conversation_id)
+
+    def fork_conversation(
+        self, *, conversation_id: str, message_id: str | None = None
+    ) -> ConversationInfo:
+        self._check(conversation_id)
+        origin = self.conversations.get(conversation_id)
+        info = ConversationInfo(
+            f"conv-{next(self._ids)}",
+            origin.agent_id if origin else "",
+            "",
+            datetime.now(UTC),
+            None,
+        )
+        messages = list(self.stored.get(conversation_id, []))
+        if message_id and self.fork_honours_message_id:
+            ids = [m.letta_id for m in messages]
+            if message_id in ids:
+                last = len(ids) - ids[::-1].index(message_id)
+                messages = messages[:last]
+        self.stored[info.letta_id] = messages
+        self.conversations[info.letta_id] = info
+        self.forks.append(
+            {"origin": conversation_id, "message_id": message_id, "fork": info.letta_id}
+        )
+        return info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -78,7 +79,7 @@ async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     assert f'beforeend:#stream-assistant-{message_id}-text"> there</span>' in text
     assert f'beforeend:#stream-assistant-{message_id}-text"> **friend**</span>' in text
     # Then the draft is replaced by the rendered markdown.
-    assert f'id="stream-assistant-{message_id}" hx-swap-oob="outerHTML"' in text
+    assert f'hx-swap-oob="outerHTML:#stream-assistant-{message_id}"' in text
     assert "<strong>friend</strong>" in text
 
     stored = await messages_of(conversation)
@@ -282,6 +283,7 @@ async def test_a_reply_finishes_and_is_stored_when_the_socket_goes_away(
 
     # Reopen: the reply goes on and this socket sees the end of it.
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    await communicator.send_to(text_data=json.dumps({"type": "resume", "after": 0}))
     gate.set()
     await frames_until_idle(communicator)
     await communicator.disconnect()
@@ -293,6 +295,9 @@ async def test_every_socket_of_the_conversation_sees_the_reply(conversation, use
     fake_gateway.enqueue_text("for", " both")
     first, _, _ = await open_socket(conversation.letta_id, user=user)
     second, _, _ = await open_socket(conversation.letta_id, user=user)
+    # A page says what it shows first (the browser does on every connect), and is caught up.
+    await second.send_to(text_data=json.dumps({"type": "resume", "after": 0}))
+    assert 'data-busy="false"' in await second.receive_from()
     await send_message(first, "hello")
     first_frames = await frames_until_idle(first)
     second_frames = await frames_until_idle(second)

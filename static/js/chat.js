@@ -40,7 +40,19 @@
     if (thread) thread.dataset.connection = state;
   }
   document.addEventListener("htmx:wsConnecting", function () { setConnection("connecting"); });
-  document.addEventListener("htmx:wsOpen", function () { setConnection("open"); });
+  document.addEventListener("htmx:wsOpen", function (event) {
+    setConnection("open");
+    // Before anything queued goes out: tell the server what this page already shows, so it sends
+    // what was missed while the connection was down and the reply in progress, exactly once.
+    var shown = 0;
+    document.querySelectorAll('#messages article[id^="msg-"]').forEach(function (article) {
+      shown = Math.max(shown, parseInt(article.id.slice(4), 10) || 0);
+    });
+    var drafts = document.querySelectorAll("#messages .msg-streaming").length;
+    event.detail.socketWrapper.sendImmediately(
+      JSON.stringify({ type: "resume", after: shown, drafts: drafts })
+    );
+  });
   document.addEventListener("htmx:wsClose", function () { setConnection("closed"); });
 
   // Sending: keep the text in the box until the server has stored it (it then sends a fresh box).

@@ -7,6 +7,7 @@ running, which upsets async tests run after it in the same process.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -125,5 +126,21 @@ def page(browser, live_server_url):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors
+    page.wait_for_function = _csp_safe_wait(page.wait_for_function)
     yield page
     context.close()
+
+
+_FUNCTION = re.compile(r"\s*(async\s+)?(function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)")
+
+
+def _csp_safe_wait(wait_for_function):
+    """Playwright polls a bare expression with eval(), which the app's CSP forbids (no
+    'unsafe-eval'); a function it can call directly. Wrap bare expressions in one."""
+
+    def wait(expression: str, **kwargs):
+        if not _FUNCTION.match(expression):
+            expression = f"() => ({expression})"
+        return wait_for_function(expression, **kwargs)
+
+    return wait

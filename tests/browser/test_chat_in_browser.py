@@ -40,7 +40,9 @@ def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make
     conversation = Conversation.objects.get()
     assert page.url.endswith(f"/c/{conversation.letta_id}/")
     page.wait_for_selector(f'#conv-{conversation.letta_id} a[aria-current="page"]')
-    page.wait_for_function("document.querySelector('.thread-inner').dataset.connection === 'open'")
+    page.wait_for_function(
+        "() => document.querySelector('.thread-inner').dataset.connection === 'open'"
+    )
 
     page.evaluate(RECORD_PARTIALS)
     text = "please count one two three four five six seven eight"
@@ -120,3 +122,34 @@ def test_another_persons_conversation_is_not_found(page, live_server_url, make_u
     assert "Bob's secret" not in page.content()
     response = page.goto(f"{live_server_url}/c/conv-bobs/")
     assert response.status == 404
+
+
+def test_a_reload_mid_reply_shows_the_text_so_far_and_goes_on_streaming(
+    page, live_server_url, make_user, letta_agent
+):
+    make_user("alice", PASSWORD)
+    log_in(page, live_server_url, "alice")
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    connected = "() => document.querySelector('.thread-inner').dataset.connection === 'open'"
+    page.wait_for_function(connected)
+    page.fill("#composer-input", "count [[long:120]]")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => (document.querySelector('#messages .msg-streaming')?.textContent || '')"
+        ".split(' ').length > 10"
+    )
+
+    page.reload()
+    # The text so far is there at once, and the reply goes on from where it was.
+    page.wait_for_function(connected)
+    page.wait_for_selector("#messages .msg-streaming")
+    page.wait_for_selector('#reply-status[data-busy="false"]', timeout=30_000)
+    final = page.locator("#messages .msg-assistant").inner_text()
+    assert len(final.split()) == 120
+    assert page.locator("#messages .msg-streaming").count() == 0
+    assert page.locator("#messages .msg-assistant").count() == 1, "not shown twice"
+    stored = Message.objects.get(message_type="assistant")
+    assert " ".join(final.split()) == " ".join(stored.content.split())
+    assert page.errors == []
