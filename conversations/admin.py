@@ -27,7 +27,10 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ["archived", "agent"]
     search_fields = ["summary", "letta_id", "owner__username"]
     list_select_related = ["agent", "owner"]
-    readonly_fields = ["letta_id", "agent", "owner", "created_at", "last_message_at"]
+    readonly_fields = [
+        "letta_id", "agent", "owner", "created_at", "last_message_at", "forked_from",
+        "forked_at_message",
+    ]  # fmt: skip
     inlines = [MessageInline]
 
 

@@ -8,4 +8,26 @@ urlpatterns = [
     path("a/<str:letta_id>/", views.agent_detail, name="agent_detail"),
     path("a/<str:letta_id>/new/", views.conversation_create, name="conversation_create"),
     path("c/<str:letta_id>/", views.conversation_detail, name="conversation_detail"),
+    # Threads: sidebar pages, archived view, search, older messages, rename/archive/delete/fork.
+    path("a/<str:letta_id>/archived/", views.agent_archived, name="agent_archived"),
+    path(
+        "a/<str:letta_id>/conversations/",
+        views.conversation_list_page,
+        name="conversation_list_page",
+    ),
+    path("a/<str:letta_id>/search/", views.conversation_search, name="conversation_search"),
+    path("c/<str:letta_id>/messages/", views.message_list_older, name="message_list_older"),
+    path("c/<str:letta_id>/rename/", views.conversation_rename, name="conversation_rename"),
+    path("c/<str:letta_id>/archive/", views.conversation_archive, name="conversation_archive"),
+    path(
+        "c/<str:letta_id>/unarchive/", views.conversation_unarchive, name="conversation_unarchive"
+    ),
+    path("c/<str:letta_id>/delete/", views.conversation_delete, name="conversation_delete"),
+    path("c/<str:letta_id>/fork/", views.conversation_fork, name="conversation_fork"),
+    path("c/<str:letta_id>/rewind/", views.conversation_rewind, name="conversation_rewind"),
+    path(
+        "c/<str:letta_id>/rewind/controls/",
+        views.conversation_rewind_controls,
+        name="conversation_rewind_controls",
+    ),
 ]

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from conversations import selectors, services
 from conversations.letta_gateway import LettaError, get_gateway
-from conversations.models import Agent, Conversation
+from conversations.models import Agent, Conversation, Message
 
 PAGE = "conversations/chat.html"
 
@@ -27,19 +32,21 @@ def _wants_partial(request: HtmxHttpRequest) -> bool:
 
 
 def _context(
-    request: HtmxHttpRequest, *, agent: Agent | None, conversation: Conversation | None = None
+    request: HtmxHttpRequest,
+    *,
+    agent: Agent | None,
+    conversation: Conversation | None = None,
+    archived_view: bool | None = None,
 ) -> dict[str, object]:
     return {
         "agents": list(selectors.agent_list_visible()),
         "agent": agent,
         "conversation": conversation,
-        "conversations": selectors.conversation_list(user=request.user, agent=agent)
-        if agent
-        else [],
-        "messages": (
-            selectors.message_list_recent(conversation=conversation) if conversation else []
+        **_threads_context(
+            request, agent=agent, conversation=conversation, archived_view=archived_view
         ),
         "max_chars": settings.LETTACHAT_MAX_MESSAGE_CHARS,
+        "otid": uuid.uuid4(),  # the composer's id for the next message: a resend is recognised
     }
 
 
@@ -111,5 +118,398 @@ def letta_status(request: HtmxHttpRequest) -> HttpResponse:
 def _thread_response(request: HtmxHttpRequest, context: dict[str, object]) -> HttpResponse:
     """The thread, plus the sidebar out of band so it marks the current conversation."""
     thread = render_to_string(f"{PAGE}#thread", context, request=request)
+    if request.headers.get(SIDEBAR_HEADER):  # a click in the loaded list: keep its pages
+        return HttpResponse(thread + _current_marks(request, context))
     sidebar = render_to_string(f"{PAGE}#sidebar", {**context, "sidebar_oob": True}, request=request)
     return HttpResponse(thread + sidebar)
+
+
+# --- Threads: sidebar pages, search, older messages, rename, archive, delete, fork ---------------
+
+THREADS = "conversations/threads.html"
+# Sent by links inside the loaded sidebar lists (hx-headers): the thread switch then only moves
+# the "current" mark, so pages loaded by scrolling and the list's scroll position stay.
+SIDEBAR_HEADER = "X-Lettachat-Sidebar"
+
+
+def _threads_context(
+    request: HtmxHttpRequest,
+    *,
+    agent: Agent | None,
+    conversation: Conversation | None,
+    archived_view: bool | None,
+) -> dict[str, object]:
+    """The sidebar's first page (active or archived), and the thread's last messages."""
+    if archived_view is None:
+        archived_view = bool(conversation and conversation.archived)
+    sidebar = (
+        selectors.conversation_page(user=request.user, agent=agent, archived=archived_view)
+        if agent
+        else selectors.ConversationPage([], None)
+    )
+    thread = (
+        selectors.message_page_recent(conversation=conversation)
+        if conversation
+        else selectors.MessagePage([], None)
+    )
+    return {
+        "conversations": sidebar.conversations,
+        "sidebar_next": sidebar.next_cursor,
+        "archived_view": archived_view,
+        "messages": thread.messages,
+        "older_cursor": thread.older_cursor,
+        # Whether "Edit and resend"/"Regenerate" apply (a message of the person's that Letta has).
+        "rewind_available": any(
+            m.message_type == Message.Type.USER and m.letta_id for m in thread.messages
+        ),
+        "fork_point": services.conversation_fork_point_known(),
+        "fork_point_unsupported": services.FORK_POINT_UNSUPPORTED,
+    }
+
+
+def _current_marks(request: HtmxHttpRequest, context: dict[str, object]) -> str:
+    """The sidebar items of the conversation left and the one opened, out of band."""
+    conversation = context["conversation"]
+    html = render_to_string(
+        f"{PAGE}#conversation-item",
+        {"c": conversation, "conversation": conversation, "item_oob": True},
+        request=request,
+    )
+    try:
+        previous = resolve(request.htmx.current_url_abs_path or "")
+    except Resolver404:
+        return html
+    letta_id = previous.kwargs.get("letta_id")
+    if previous.url_name != "conversation_detail" or not isinstance(conversation, Conversation):
+        return html
+    left = (
+        selectors.conversation_get(user=request.user, letta_id=letta_id)
+        if letta_id != conversation.letta_id
+        else None
+    )
+    if left is not None:
+        html += render_to_string(
+            f"{PAGE}#conversation-item", {"c": left, "item_oob": True}, request=request
+        )
+    return html
+
+
+def _own_conversation(request: HtmxHttpRequest, letta_id: str) -> Conversation:
+    conversation = selectors.conversation_get(user=request.user, letta_id=letta_id)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _visible_agent(letta_id: str) -> Agent:
+    agent = selectors.agent_get_visible(letta_id=letta_id)
+    if agent is None:
+        raise Http404("No such agent.")
+    return agent
+
+
+def _failure(
+    request: HtmxHttpRequest,
+    message: str,
+    *,
+    conversation: Conversation,
+    status: int = 503,
+    extra: str = "",
+) -> HttpResponse:
+    """Say what went wrong: in the flash line for htmx, else on the conversation's page."""
+    if request.htmx:
+        flash = render_to_string("conversations/flash.html", {"message": message}, request=request)
+        return reswap(retarget(HttpResponse(flash + extra), "#flash"), "innerHTML")
+    context = _context(request, agent=conversation.agent, conversation=conversation)
+    return render(request, PAGE, {**context, "flash": message}, status=status)
+
+
+@require_safe
+@login_required
+def agent_archived(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The agent's page with the person's archived conversations in the sidebar."""
+    agent = _visible_agent(letta_id)
+    return render(request, PAGE, _context(request, agent=agent, archived_view=True))
+
+
+@require_safe
+@login_required
+def conversation_list_page(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The next page of the sidebar, after ``cursor``: its items and the next "more" marker."""
+    agent = _visible_agent(letta_id)
+    archived = request.GET.get("view") == "archived"
+    try:
+        page = selectors.conversation_page(
+            user=request.user, agent=agent, archived=archived, cursor=request.GET.get("cursor")
+        )
+    except ValueError:
+        return HttpResponseBadRequest("That is not a page of this list.")
+    current = request.GET.get("current", "")
+    return render(
+        request,
+        f"{THREADS}#sidebar-page",
+        {
+            "agent": agent,
+            "conversations": page.conversations,
+            "sidebar_next": page.next_cursor,
+            "archived_view": archived,
+            "current_pk": int(current) if current.isdigit() else None,
+        },
+    )
+
+
+@require_safe
+@login_required
+def conversation_search(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The person's conversations on the agent matching ``q`` by title or message text."""
+    agent = _visible_agent(letta_id)
+    query = " ".join(request.GET.get("q", "").split())[: services.SUMMARY_CHARS]
+    letta_ids: list[str] = []
+    letta_error = ""
+    if query:
+        try:
+            letta_ids = [
+                info.letta_id
+                for info in get_gateway().list_conversations(
+                    agent_id=agent.letta_id, summary_search=query, limit=selectors.SEARCH_LIMIT
+                )
+            ]
+        except LettaError as exc:  # the mirror's own titles and messages are still searched
+            letta_error = str(exc)
+    results = selectors.conversation_search(
+        user=request.user, agent=agent, query=query, letta_ids=letta_ids
+    )
+    context = {
+        "agent": agent,
+        "search_query": query,
+        "search_results": results,
+        "search_letta_error": letta_error,
+        "search_response": True,
+    }
+    if _wants_partial(request):
+        return render(request, f"{THREADS}#search-results", context)
+    return render(request, PAGE, {**_context(request, agent=agent), **context})
+
+
+@require_safe
+@login_required
+def message_list_older(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The messages just before message ``before``, with the button for the ones before them."""
+    conversation = _own_conversation(request, letta_id)
+    before = request.GET.get("before", "")
+    if not before.isdigit():
+        return HttpResponseBadRequest("Which messages? (before=<message>)")
+    page = selectors.message_page_before(conversation=conversation, before=int(before))
+    return render(
+        request,
+        f"{THREADS}#older-messages",
+        {
+            "conversation": conversation,
+            "messages": page.messages,
+            "older_cursor": page.older_cursor,
+        },
+    )
+
+
+@require_POST
+@login_required
+def conversation_rename(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    conversation = _own_conversation(request, letta_id)
+    try:
+        services.conversation_rename(
+            gateway=get_gateway(),
+            conversation=conversation,
+            summary=request.POST.get("summary", ""),
+        )
+    except ValidationError as exc:
+        if not request.htmx:
+            return _failure(request, exc.messages[0], conversation=conversation, status=400)
+        context = _context(request, agent=conversation.agent, conversation=conversation)
+        return render(
+            request, f"{THREADS}#thread-header", {**context, "rename_error": exc.messages[0]}
+        )
+    except LettaError as exc:
+        return _failure(
+            request, f"Could not rename the conversation: {exc}", conversation=conversation
+        )
+    if not request.htmx:
+        return redirect("conversation_detail", conversation.letta_id)
+    context = _context(request, agent=conversation.agent, conversation=conversation)
+    header = render_to_string(f"{THREADS}#thread-header", context, request=request)
+    item = render_to_string(
+        f"{PAGE}#conversation-item",
+        {"c": conversation, "conversation": conversation, "item_oob": True},
+        request=request,
+    )
+    return HttpResponse(header + item)
+
+
+def _set_archived(request: HtmxHttpRequest, letta_id: str, *, archived: bool) -> HttpResponse:
+    conversation = _own_conversation(request, letta_id)
+    services.conversation_set_archived(conversation=conversation, archived=archived)
+    if not request.htmx:
+        return redirect("conversation_detail", conversation.letta_id)
+    # The sidebar follows, as on a reload: an archived conversation shows among the archived.
+    context = _context(request, agent=conversation.agent, conversation=conversation)
+    header = render_to_string(f"{THREADS}#thread-header", context, request=request)
+    sidebar = render_to_string(f"{PAGE}#sidebar", {**context, "sidebar_oob": True}, request=request)
+    return HttpResponse(header + sidebar)
+
+
+@require_POST
+@login_required
+def conversation_archive(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    return _set_archived(request, letta_id, archived=True)
+
+
+@require_POST
+@login_required
+def conversation_unarchive(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    return _set_archived(request, letta_id, archived=False)
+
+
+@require_POST
+@login_required
+def conversation_delete(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    conversation = _own_conversation(request, letta_id)
+    agent, was_archived = conversation.agent, conversation.archived
+    try:
+        services.conversation_delete(gateway=get_gateway(), conversation=conversation)
+    except LettaError as exc:
+        return _failure(
+            request, f"Could not delete the conversation: {exc}", conversation=conversation
+        )
+    where = reverse("agent_archived" if was_archived else "agent_detail", args=[agent.letta_id])
+    if not request.htmx:
+        return redirect(where)
+    context = _context(request, agent=agent, archived_view=was_archived)
+    thread = render_to_string(f"{PAGE}#thread", context, request=request)
+    sidebar = render_to_string(f"{PAGE}#sidebar", {**context, "sidebar_oob": True}, request=request)
+    gone = format_html('<li id="found-{}" hx-swap-oob="delete"></li>', letta_id)  # from a search
+    return push_url(HttpResponse(thread + sidebar + gone), where)
+
+
+@require_POST
+@login_required
+def conversation_fork(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """A copy of the conversation, owned by the same person, opened in its place.
+
+    With ``message`` (a message of the thread) the copy ends at that message, where Letta can.
+    """
+    conversation = _own_conversation(request, letta_id)
+    at_message = None
+    if message := request.POST.get("message", ""):
+        at_message = (
+            conversation.messages.filter(pk=message, letta_id__isnull=False).first()
+            if message.isdigit()
+            else None
+        )
+        if at_message is None:
+            return HttpResponseBadRequest("That message cannot be forked from.")
+    return _open_fork(request, conversation, at_message=at_message)
+
+
+def _open_fork(
+    request: HtmxHttpRequest,
+    conversation: Conversation,
+    *,
+    at_message: Message | None,
+    composer_text: str = "",
+    rewind: str = "",
+) -> HttpResponse:
+    try:
+        fork = services.conversation_fork(
+            gateway=get_gateway(),
+            user=request.user,
+            conversation=conversation,
+            at_message=at_message,
+        )
+    except services.ForkPointIgnored as exc:
+        return _failure(
+            request,
+            str(exc),
+            conversation=conversation,
+            status=409,
+            extra=_rewind_controls(request, conversation, oob=True),
+        )
+    except LettaError as exc:
+        return _failure(
+            request, f"Could not fork the conversation: {exc}", conversation=conversation
+        )
+    if not request.htmx:
+        return redirect("conversation_detail", fork.letta_id)
+    context = {
+        **_context(request, agent=fork.agent, conversation=fork),
+        "composer_text": composer_text,
+        "rewind": rewind,
+    }
+    return push_url(_thread_response(request, context), fork.get_absolute_url())
+
+
+@require_POST
+@login_required
+def conversation_rewind(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """Edit and resend / Regenerate: fork just before the person's last message and open the
+    fork with that message in the box (sent again at once for Regenerate).
+
+    Needs a Letta server that forks at a message; on one that does not, it says so.
+    """
+    conversation = _own_conversation(request, letta_id)
+    action = request.POST.get("action", "")
+    if action not in ("edit", "regenerate"):
+        return HttpResponseBadRequest("Edit or regenerate?")
+    last_user, point = selectors.message_rewind_point(conversation=conversation)
+    if last_user is None:
+        return _failure(
+            request, "There is no message of yours here yet.", conversation=conversation, status=400
+        )
+    if services.conversation_fork_point_supported(gateway=get_gateway()) is False:
+        return _failure(
+            request,
+            f"{services.FORK_POINT_UNSUPPORTED} Edit and resend and Regenerate need that.",
+            conversation=conversation,
+            status=409,
+            extra=_rewind_controls(request, conversation, oob=True),
+        )
+    if point is None:  # the person's first message: the fork would hold nothing of the thread
+        try:
+            fresh = services.conversation_create(
+                gateway=get_gateway(), user=request.user, agent=conversation.agent
+            )
+        except LettaError as exc:
+            return _failure(
+                request, f"Could not start a conversation: {exc}", conversation=conversation
+            )
+        context = {
+            **_context(request, agent=fresh.agent, conversation=fresh),
+            "composer_text": last_user.content,
+            "rewind": action,
+        }
+        return push_url(_thread_response(request, context), fresh.get_absolute_url())
+    return _open_fork(
+        request, conversation, at_message=point, composer_text=last_user.content, rewind=action
+    )
+
+
+def _rewind_controls(request: HtmxHttpRequest, conversation: Conversation, *, oob: bool) -> str:
+    return render_to_string(
+        f"{THREADS}#rewind-controls",
+        {
+            "conversation": conversation,
+            "rewind_available": True,
+            "fork_point": services.conversation_fork_point_known(),
+            "fork_point_checked": True,
+            "fork_point_unsupported": services.FORK_POINT_UNSUPPORTED,
+            "rewind_oob": oob,
+        },
+        request=request,
+    )
+
+
+@require_safe
+@login_required
+def conversation_rewind_controls(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """Edit and resend / Regenerate, once it is known whether Letta can fork at a message."""
+    conversation = _own_conversation(request, letta_id)
+    services.conversation_fork_point_supported(gateway=get_gateway())
+    return HttpResponse(_rewind_controls(request, conversation, oob=False))
