@@ -52,9 +52,55 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+class LiveServer:
+    """lettachat served by daphne in a process of its own, which a test may kill and restart."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = _free_port()
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                 "lettachat.asgi:application"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"daphne did not start: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)  # polling a port with a deadline, not synchronising on time
+
+    def kill(self) -> None:
+        """The process dies at once (SIGKILL): nothing of it finishes cleanly."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 @pytest.fixture
-def live_server_url(transactional_db, letta_url, tmp_path) -> Iterator[str]:
-    port = _free_port()
+def app_server(transactional_db, letta_url, tmp_path) -> Iterator[LiveServer]:
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -65,42 +111,17 @@ def live_server_url(transactional_db, letta_url, tmp_path) -> Iterator[str]:
         "DJANGO_SETTINGS_MODULE": "lettachat.settings",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    log = (tmp_path / "daphne.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "lettachat.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"daphne did not start: {(tmp_path / 'daphne.log').read_text()[-2000:]}")
-        time.sleep(0.05)  # polling a port with a deadline, not synchronising on time
+    server = LiveServer(env, tmp_path / "daphne.log")
+    server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        server.stop()
+
+
+@pytest.fixture
+def live_server_url(app_server: LiveServer) -> str:
+    return app_server.url
 
 
 @pytest.fixture(scope="session")

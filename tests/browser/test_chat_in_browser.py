@@ -153,3 +153,38 @@ def test_a_reload_mid_reply_shows_the_text_so_far_and_goes_on_streaming(
     stored = Message.objects.get(message_type="assistant")
     assert " ".join(final.split()) == " ".join(stored.content.split())
     assert page.errors == []
+
+
+def test_the_app_server_killed_mid_reply_comes_back_and_the_reply_finishes_once(
+    page, app_server, make_user, letta_agent
+):
+    """The process relaying the reply dies (SIGKILL); a new one starts on the same port. The
+    page reconnects by itself, the new process takes the run over, and the reply completes."""
+    make_user("alice", PASSWORD)
+    log_in(page, app_server.url, "alice")
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    connection = "() => document.querySelector('.thread-inner').dataset.connection"
+    page.wait_for_function(f"() => ({connection})() === 'open'")
+    page.fill("#composer-input", "count [[long:200]]")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => (document.querySelector('#messages .msg-streaming')?.textContent || '')"
+        ".split(' ').length > 10"
+    )
+
+    app_server.kill()
+    page.wait_for_function(f"() => ({connection})() === 'closed'")
+    app_server.env["LETTACHAT_RELAY_ANSWER_SECONDS"] = "0.5"
+    app_server.start()
+
+    page.wait_for_function(f"() => ({connection})() === 'open'", timeout=30_000)
+    page.wait_for_selector('#reply-status[data-busy="false"]', timeout=60_000)
+    stored = Message.objects.get(message_type="assistant")
+    assert len(stored.content.split()) == 200
+    assert page.locator("#messages .msg-streaming").count() == 0
+    assert page.locator("#messages .msg-assistant").count() == 1, "shown once"
+    shown = page.locator("#messages .msg-assistant").inner_text()
+    assert " ".join(shown.split()) == " ".join(stored.content.split())
+    assert page.errors == []
