@@ -374,3 +374,28 @@ async def test_pressing_stop_again_sends_no_more_cancels(conversation, user, fak
     await frames_until_idle(communicator)
     await communicator.disconnect()
     assert fake_gateway.cancels == [conversation.letta_id]
+
+
+async def test_stop_works_on_a_resumed_stream(conversation, user, fake_gateway, settings):
+    settings.LETTACHAT_RELAY_ANSWER_SECONDS = 0.2
+    fake_gateway.enqueue(reply(), hold_after=3)
+    first, _, _ = await open_socket(conversation.letta_id, user=user)
+    await send_message(first, "go")
+    await until(first, " upon")
+    await first.disconnect()
+    relay = replies.relay_running_here(conversation.pk)
+    relay.task.cancel()  # its process dies
+    with pytest.raises(asyncio.CancelledError):
+        await relay.task
+    fake_gateway.enqueue_resume(reply(), hold_after=3)  # the run goes on in Letta
+
+    second, _, _ = await open_socket(conversation.letta_id, user=user)
+    await resume(second, after=0)
+    await until(second, " upon")  # taken over, streaming again
+    await stop(second)
+    await frames_until_idle(second)
+    await second.disconnect()
+    assert fake_gateway.cancels == [conversation.letta_id]
+    [run] = await runs(conversation)
+    assert run.status == Run.Status.STOPPED
+    assert ("assistant", "Once upon", "Stopped.") in await stored(conversation)

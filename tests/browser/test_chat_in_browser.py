@@ -188,3 +188,57 @@ def test_the_app_server_killed_mid_reply_comes_back_and_the_reply_finishes_once(
     shown = page.locator("#messages .msg-assistant").inner_text()
     assert " ".join(shown.split()) == " ".join(stored.content.split())
     assert page.errors == []
+
+
+def test_two_tabs_on_two_server_processes_both_see_the_reply_live(
+    browser, app_server, make_user, letta_agent, letta_gateway, tmp_path
+):
+    """Production runs several processes: the Redis channel layer carries a reply to every tab."""
+    from django.conf import settings
+
+    from conversations import services
+    from tests.browser.conftest import LiveServer
+    from tests.conftest import require
+
+    require(bool(settings.REDIS_URL), "REDIS_URL is not set: no cross-process channel layer")
+    other_process = LiveServer(dict(app_server.env), tmp_path / "daphne-2.log")
+    other_process.start()
+    contexts = []
+    try:
+        alice = make_user("alice", PASSWORD)
+        conversation = services.conversation_create(
+            gateway=letta_gateway, user=alice, agent=letta_agent
+        )
+        pages = []
+        for server in (app_server, other_process):
+            context = browser.new_context()
+            contexts.append(context)
+            tab = context.new_page()
+            log_in(tab, server.url, "alice")
+            tab.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+            tab.goto(f"{server.url}/c/{conversation.letta_id}/")
+            tab.wait_for_function(
+                "() => document.querySelector('.thread-inner').dataset.connection === 'open'"
+            )
+            pages.append(tab)
+        sender, watcher = pages
+        watcher.evaluate(RECORD_PARTIALS)
+
+        sender.fill("#composer-input", "hello from the first process [[long:40]]")
+        sender.keyboard.press("Enter")
+        for tab in pages:
+            tab.wait_for_selector('#reply-status[data-busy="false"]', timeout=30_000)
+            tab.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)")
+
+        stored = Message.objects.get(message_type="assistant").content
+        for tab in pages:
+            assert tab.locator("#messages .msg-user").inner_text().startswith("hello from")
+            assert " ".join(tab.locator("#messages .msg-assistant").inner_text().split()) == (
+                " ".join(stored.split())
+            )
+        partials = watcher.evaluate("window.__partials")
+        assert len({p for p in partials if p}) >= 2, "the other process's tab saw it stream"
+    finally:
+        for context in contexts:
+            context.close()
+        other_process.stop()
