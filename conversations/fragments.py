@@ -13,7 +13,9 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from conversations.models import Conversation, Message
+from conversations import selectors
+from conversations.letta_gateway import MemoryBlockInfo
+from conversations.models import Conversation, Message, Run
 
 PAGE = "conversations/chat.html"
 
@@ -46,10 +48,20 @@ def stream_token(stream_id: str, text: str) -> str:
     return format_html('<span hx-swap-oob="beforeend:#stream-{}-text">{}</span>', stream_id, text)
 
 
-def reply_status(text: str, *, busy: bool, stalled: bool = False) -> str:
-    """The line under the thread: who is answering, with Stop (and Retry when stalled)."""
+def reply_status(text: str, *, busy: bool, stalled: bool = False, finished: bool = False) -> str:
+    """The line under the thread: who is answering, with Stop (and Retry when stalled).
+
+    ``finished``: a reply has just ended; the line says so to screen readers (once, not per token).
+    """
     return render_to_string(
-        f"{PAGE}#reply-status", {"status_text": text, "busy": busy, "stalled": stalled, "oob": True}
+        f"{PAGE}#reply-status",
+        {
+            "status_text": text,
+            "busy": busy,
+            "stalled": stalled,
+            "finished": finished,
+            "oob": True,
+        },
     )
 
 
@@ -125,4 +137,32 @@ def sidebar_item_moved_to_top(conversation: Conversation) -> str:
         conversation.letta_id,
         target,
         item,
+    )
+
+
+# --- Rich messages: per-turn usage, the memory panel ---------------------------------------------
+
+
+def turn_usage(run: Run) -> str:
+    """The line under a finished turn (tokens, an abnormal stop), appended to the thread."""
+    usage = selectors.turn_usage_of(run)
+    if usage is None:
+        return ""
+    inner = render_to_string(f"{PAGE}#turn-usage", {"usage": usage})
+    return format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', inner)
+
+
+def memory_panel(
+    conversation: Conversation, blocks: list[MemoryBlockInfo] | None, *, error: str = ""
+) -> str:
+    """The agent's memory blocks, replacing the panel wherever the thread shows it."""
+    return render_to_string(
+        f"{PAGE}#memory-panel",
+        {
+            "conversation": conversation,
+            "memory_loaded": True,
+            "memory_blocks": blocks,
+            "memory_error": error,
+            "oob": True,
+        },
     )

@@ -217,6 +217,8 @@ class Gateway(Protocol):
     def fork_conversation(
         self, *, conversation_id: str, message_id: str | None = None
     ) -> ConversationInfo: ...
+    def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
+    async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
 
 
 # --- The real one ---------------------------------------------------------------------------------
@@ -597,6 +599,48 @@ class LettaGateway:
         with _translated_errors():
             conv = self._send_client.conversations.fork(conversation_id, **options)
         return self._conversation_info(conv)
+
+    # Memory: the agent's core memory blocks, shared by all its conversations -------------------
+
+    BLOCK_PAGE = 100
+
+    @staticmethod
+    def _block_info(block: Any) -> MemoryBlockInfo:
+        return MemoryBlockInfo(label=block.label or "", value=block.value or "", limit=block.limit)
+
+    def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
+        """The agent's core memory blocks, oldest first (read in cursor pages)."""
+        blocks: list[MemoryBlockInfo] = []
+        after: str | None = None
+        with _translated_errors():
+            while True:
+                page = self._client.agents.blocks.list(
+                    agent_id,
+                    limit=self.BLOCK_PAGE,
+                    order="asc",
+                    **({"after": after} if after else {}),
+                )
+                blocks.extend(self._block_info(b) for b in page.items)
+                if len(page.items) < self.BLOCK_PAGE:
+                    return blocks
+                after = page.items[-1].id
+
+    async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
+        blocks: list[MemoryBlockInfo] = []
+        after: str | None = None
+        client = self._aclients()[0]
+        with _translated_errors():
+            while True:
+                page = await client.agents.blocks.list(
+                    agent_id,
+                    limit=self.BLOCK_PAGE,
+                    order="asc",
+                    **({"after": after} if after else {}),
+                )
+                blocks.extend(self._block_info(b) for b in page.items)
+                if len(page.items) < self.BLOCK_PAGE:
+                    return blocks
+                after = page.items[-1].id
 
 
 @cache

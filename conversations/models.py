@@ -92,6 +92,9 @@ class Message(models.Model):
     run_id = models.CharField(max_length=64, blank=True)
     # Set when a user message could not be delivered, or a reply ended abnormally.
     error = models.TextField(blank=True)
+    # For a tool return that changed the agent's memory: what changed ({"label", "removed",
+    # "added", "size", "limit"}), shown with the turn (see conversations/memory.py).
+    memory_change = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:

@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations import fragments, selectors, services
+from conversations import fragments, memory, selectors, services
 from conversations.letta_gateway import (
     ContentDelta,
     LettaBusy,
@@ -326,6 +326,10 @@ class ReplyRelay:
             )
             await self._stored(event.seq_id)
             await self._publish(fragments.message_appended(message))
+            if changed := await memory.memory_after_tool_return(
+                conversation=self.conversation, message=message
+            ):
+                await self._publish(changed)  # a memory edit: what changed, the fresh panel
         elif isinstance(event, StreamError):
             self.failure = event.message or event.error_type
         elif isinstance(event, Stopped):
@@ -497,10 +501,12 @@ class ReplyRelay:
             status = Run.Status.FAILED
         elif self.stop_requested or self.run.stop_reason == "cancelled":
             status = Run.Status.STOPPED
+        if usage := fragments.turn_usage(self.run):  # before the run ends, so before a next turn
+            await self._publish(usage)
         await database_sync_to_async(services.run_finish)(
             run=self.run, status=status, error=failure
         )
-        await self._publish(fragments.reply_status("", busy=False))
+        await self._publish(fragments.reply_status("", busy=False, finished=True))
         if self.retry_requested and user_message is not None:
             await reply_retry(
                 conversation=self.conversation,

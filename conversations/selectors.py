@@ -254,3 +254,85 @@ def message_rewind_point(*, conversation: Conversation) -> tuple[Message | None,
         .first()
     )
     return last_user, before
+
+
+# --- Rich messages: per-turn usage; the tool call behind a tool return ---------------------------
+
+# Stop reasons that are the normal end of a reply (the ones ``replies.STOP_REASONS`` says nothing
+# about): any other is shown with the turn.
+NORMAL_STOP_REASONS = frozenset({"", "end_turn", "no_tool_call", "tool_rule"})
+
+
+@dataclass(frozen=True, slots=True)
+class TurnUsage:
+    """What the line under a finished turn says: its run's tokens, and an abnormal stop."""
+
+    run_pk: int
+    total_tokens: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    context_tokens: int | None
+    stop_reason: str  # "" for a normal end of turn
+
+
+def turn_usage_of(run: Run) -> TurnUsage | None:
+    """The usage line of a run, or None when there is nothing to say."""
+    stop = "" if run.stop_reason in NORMAL_STOP_REASONS else run.stop_reason
+    if run.total_tokens is None and not stop:
+        return None
+    return TurnUsage(
+        run_pk=run.pk,
+        total_tokens=run.total_tokens,
+        prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens,
+        context_tokens=run.context_tokens,
+        stop_reason=stop,
+    )
+
+
+def message_list_attach_usage(
+    *, conversation: Conversation, messages: list[Message], last_run_complete: bool = True
+) -> None:
+    """Give the last shown message of each finished run its usage line (``turn_usage``).
+
+    Messages carry Letta's run id; the runs are read in one query, whatever the history. The line
+    goes after the run's last message and any notes lettachat added right after it (where it is
+    shown live). ``last_run_complete=False`` (a page of older messages): the run of the page's last
+    message may go on in the next page, so it gets no line here.
+    """
+    last_of: dict[str, int] = {}
+    current = ""  # the run of the message just before, notes after it included
+    for index, message in enumerate(messages):
+        if message.run_id:
+            current = message.run_id
+            last_of[current] = index
+        elif current and message.message_type == Message.Type.ERROR:
+            last_of[current] = index  # a note about that run: the line goes after it
+        else:
+            current = ""
+    if not last_run_complete and messages:
+        last_of = {run_id: i for run_id, i in last_of.items() if i != len(messages) - 1}
+    if not last_of:
+        return
+    runs = Run.objects.filter(conversation=conversation, letta_run_id__in=list(last_of)).exclude(
+        status=Run.Status.RUNNING
+    )
+    usage_of: dict[str, TurnUsage] = {}
+    for run in runs.order_by("pk"):  # the newest run for a Letta run (a follower's) wins
+        if (usage := turn_usage_of(run)) is not None:
+            usage_of[run.letta_run_id] = usage
+    for run_id, index in last_of.items():
+        if run_id in usage_of:
+            messages[index].turn_usage = usage_of[run_id]  # type: ignore[attr-defined]
+
+
+def message_tool_call_before(*, message: Message) -> Message | None:
+    """The tool call a tool return answers: the last one stored before it, in the same run."""
+    calls = Message.objects.filter(
+        conversation_id=message.conversation_id,
+        message_type=Message.Type.TOOL_CALL,
+        pk__lt=message.pk,
+    )
+    if message.run_id:
+        calls = calls.filter(run_id=message.run_id)
+    return calls.order_by("-pk").first()

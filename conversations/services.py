@@ -473,3 +473,13 @@ def _mirror_fork(
             )
         Message.objects.bulk_create(copies)
     return fork
+
+
+# --- Rich messages: what a turn changed in the agent's memory ------------------------------------
+
+
+def message_set_memory_change(*, message: Message, change: dict[str, object]) -> Message:
+    """Keep, on a tool return, what its memory tool call changed (shown with the turn)."""
+    message.memory_change = change
+    Message.objects.filter(pk=message.pk).update(memory_change=change)
+    return message

@@ -30,4 +30,6 @@ urlpatterns = [
         views.conversation_rewind_controls,
         name="conversation_rewind_controls",
     ),
+    # Rich messages: the agent's memory, shared by its conversations.
+    path("c/<str:letta_id>/memory/", views.conversation_memory, name="conversation_memory"),
 ]

@@ -152,6 +152,8 @@ def _threads_context(
         if conversation
         else selectors.MessagePage([], None)
     )
+    if conversation:  # the line under each finished turn: one query, however long the thread
+        selectors.message_list_attach_usage(conversation=conversation, messages=thread.messages)
     return {
         "conversations": sidebar.conversations,
         "sidebar_next": sidebar.next_cursor,
@@ -300,6 +302,9 @@ def message_list_older(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
     if not before.isdigit():
         return HttpResponseBadRequest("Which messages? (before=<message>)")
     page = selectors.message_page_before(conversation=conversation, before=int(before))
+    selectors.message_list_attach_usage(
+        conversation=conversation, messages=page.messages, last_run_complete=False
+    )
     return render(
         request,
         f"{THREADS}#older-messages",
@@ -513,3 +518,19 @@ def conversation_rewind_controls(request: HtmxHttpRequest, letta_id: str) -> Htt
     conversation = _own_conversation(request, letta_id)
     services.conversation_fork_point_supported(gateway=get_gateway())
     return HttpResponse(_rewind_controls(request, conversation, oob=False))
+
+
+# --- Rich messages: the memory panel -------------------------------------------------------------
+
+
+@require_safe
+@login_required
+def conversation_memory(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The agent's memory blocks (shared by all its conversations), for the thread's panel."""
+    conversation = _own_conversation(request, letta_id)
+    context: dict[str, object] = {"conversation": conversation, "memory_loaded": True}
+    try:
+        context["memory_blocks"] = get_gateway().list_blocks(agent_id=conversation.agent.letta_id)
+    except LettaError as exc:  # the panel says so; the page goes on from the mirror
+        context["memory_error"] = str(exc)
+    return render(request, f"{PAGE}#memory-panel", context)

@@ -20,6 +20,7 @@ from conversations.letta_gateway import (
     ConversationInfo,
     LettaError,
     LettaNotFound,
+    MemoryBlockInfo,
     MessageInfo,
     RunStarted,
     Stopped,
@@ -55,6 +56,9 @@ class ScriptedGateway:
     cancels: list[str] = field(default_factory=list)
     active: Script | None = None
     cancels_succeed: bool = True
+    # Memory: each agent's blocks (by agent id), and how often they were read.
+    blocks: dict[str, list[MemoryBlockInfo]] = field(default_factory=dict)
+    block_reads: list[str] = field(default_factory=list)
 
     # scripting --------------------------------------------------------------------------------
     def enqueue(
@@ -239,3 +243,23 @@ class ScriptedGateway:
             {"origin": conversation_id, "message_id": message_id, "fork": info.letta_id}
         )
         return info
+
+    # memory blocks ----------------------------------------------------------------------------
+    def set_blocks(self, agent_id: str, **values: str | tuple[str, int | None]) -> None:
+        """The agent's blocks: ``human="…"`` or ``human=("…", limit)``."""
+        self.blocks[agent_id] = [
+            MemoryBlockInfo(label, *(v if isinstance(v, tuple) else (v, 5000)))
+            for label, v in values.items()
+        ]
+
+    def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
+        if self.down:
+            raise self.down
+        self.block_reads.append(agent_id)
+        if agent_id in self.blocks:
+            return list(self.blocks[agent_id])
+        agent = next((a for a in self.agents if a.letta_id == agent_id), None)
+        return list(agent.blocks) if agent else []
+
+    async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
+        return self.list_blocks(agent_id=agent_id)

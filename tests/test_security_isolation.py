@@ -139,6 +139,7 @@ CASES: dict[str, Case] = {
     ),
     "conversation_rewind": Case("conversation", POST, params=lambda w, _: {"action": "edit"}),
     "conversation_rewind_controls": Case("conversation", SAFE),
+    "conversation_memory": Case("conversation", SAFE),
 }
 
 # Websocket routes, by route string: what the route's kwarg names.
