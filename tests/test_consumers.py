@@ -34,22 +34,26 @@ async def test_a_socket_without_a_session_is_closed(conversation):
     communicator, connected, _ = await open_socket(conversation.letta_id)
     assert connected
     assert (await communicator.receive_output())["code"] == CLOSE_UNAUTHENTICATED
+    await communicator.disconnect()
 
 
 async def test_someone_elses_conversation_is_closed_with_404(conversation, other_user):
     communicator, _, _ = await open_socket(conversation.letta_id, user=other_user)
     assert (await communicator.receive_output())["code"] == CLOSE_NOT_FOUND
+    await communicator.disconnect()
 
 
 async def test_an_unknown_conversation_is_closed_with_404(user):
     communicator, _, _ = await open_socket("conv-does-not-exist", user=user)
     assert (await communicator.receive_output())["code"] == CLOSE_NOT_FOUND
+    await communicator.disconnect()
 
 
 async def test_a_conversation_on_a_hidden_agent_is_closed(make_conversation, hidden_agent, user):
     conversation = await database_sync_to_async(make_conversation)(user, on_agent=hidden_agent)
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
     assert (await communicator.receive_output())["code"] == CLOSE_NOT_FOUND
+    await communicator.disconnect()
 
 
 async def test_a_foreign_origin_is_refused(conversation, user):
