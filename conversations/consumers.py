@@ -12,11 +12,11 @@ import logging
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import fragments, limits, replies, selectors, services
+from conversations.aio import db
 from conversations.models import Conversation, Run
 
 logger = logging.getLogger(__name__)
@@ -103,9 +103,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         letta_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        conversation = await database_sync_to_async(selectors.conversation_get)(
-            user=user, letta_id=letta_id
-        )
+        conversation = await db(selectors.conversation_get)(user=user, letta_id=letta_id)
         if conversation is None:
             await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
@@ -160,9 +158,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         otid = _otid((data or {}).get("otid"))
         untitled = not self.conversation.summary
+        channel = await replies.relay_channel_new()
         try:
-            message, run = await database_sync_to_async(services.message_send)(
-                conversation=self.conversation, text=text, otid=otid
+            message, run = await db(services.message_send)(
+                conversation=self.conversation, text=text, otid=otid, relay_channel=channel
             )
         except services.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
@@ -183,6 +182,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             run=run,
             user_message=message,
             sender_channel=self.channel_name,
+            channel=channel,
         )
 
     def _still_answering(self) -> str:
@@ -204,9 +204,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         events that waited are dropped.
         """
         self.awaiting_resume = False
-        run = await database_sync_to_async(selectors.run_active)(conversation=self.conversation)
+        run = await db(selectors.run_active)(conversation=self.conversation)
         if run is None:
-            stored = await database_sync_to_async(selectors.message_list_after)(
+            stored = await db(selectors.message_list_after)(
                 conversation=self.conversation, after_pk=after
             )
             self.pending = None
@@ -242,7 +242,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._resume(after=after, drafts=drafts)
 
     async def _stop(self, *, retry: bool) -> None:
-        run = await database_sync_to_async(selectors.run_active)(conversation=self.conversation)
+        run = await db(selectors.run_active)(conversation=self.conversation)
         if run is None:
             await self.send(fragments.idle_status())
             return
@@ -256,7 +256,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await replies.stop_on_letta(self.conversation)
 
     async def _retry(self, message_pk: int) -> None:
-        message = await database_sync_to_async(selectors.message_get_failed)(
+        message = await db(selectors.message_get_failed)(
             conversation=self.conversation, pk=message_pk
         )
         if message is None:
@@ -267,6 +267,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         )
         if not started:
             await self.send(fragments.composer_error(self._still_answering()))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # The relay's fragments touch no database: deliver them without the hop to a database
+        # thread (``aclose_old_connections``) that channels makes before every event. A token
+        # is such an event, so under load that hop was most of the cost of relaying it.
+        if message["type"] == replies.EVENT_TYPE:
+            await self.conversation_html(message)
+        elif message["type"] == replies.SNAPSHOT_TYPE:
+            await self.conversation_snapshot(message)
+        else:
+            await super().dispatch(message)
 
     async def conversation_html(self, event: dict[str, Any]) -> None:
         if self.pending is not None:

@@ -18,9 +18,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
-
 from conversations import fragments, selectors, services
+from conversations.aio import db
 from conversations.letta_gateway import LettaError, MemoryBlockInfo, get_gateway
 from conversations.models import Conversation, Message
 
@@ -83,7 +82,7 @@ async def memory_after_tool_return(*, conversation: Conversation, message: Messa
     with what changed, and the refreshed memory panel); otherwise ""."""
     if message.message_type != Message.Type.TOOL_RETURN or message.name != "success":
         return ""  # a failed edit changed nothing
-    call = await database_sync_to_async(selectors.message_tool_call_before)(message=message)
+    call = await db(selectors.message_tool_call_before)(message=message)
     change = memory_change_of(call.name, call.content) if call is not None else None
     if change is None:
         return ""
@@ -95,7 +94,7 @@ async def memory_after_tool_return(*, conversation: Conversation, message: Messa
         logger.warning("could not re-read the memory of %s: %s", conversation.agent.letta_id, exc)
         error = str(exc)
     block = next((b for b in blocks or [] if b.label == change.label), None)
-    await database_sync_to_async(services.message_set_memory_change)(
+    await db(services.message_set_memory_change)(
         message=message,
         change={
             "label": change.label,

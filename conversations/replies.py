@@ -23,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from conversations import fragments, memory, selectors, services
+from conversations.aio import db
 from conversations.letta_gateway import (
     ContentDelta,
     LettaBusy,
@@ -55,6 +56,7 @@ SNAPSHOT_TYPE = "conversation.snapshot"  # relay -> one socket: {"html", "relay"
 SNAPSHOT_REQUEST = "relay.snapshot"  # socket -> relay: {"reply_to", "after"}
 STOP_REQUEST = "relay.stop"  # socket -> relay
 RETRY_REQUEST = "relay.retry"  # socket -> relay: stop, then send the message again
+CLOSE_REQUEST = "relay.close"  # relay -> its own control reader: the reply is over, stop reading
 
 # Relays running in this process, by conversation pk; the tasks are kept referenced here.
 _relays: dict[int, ReplyRelay] = {}
@@ -87,6 +89,15 @@ def relay_running_here(conversation_pk: int) -> ReplyRelay | None:
     return relay if relay is not None and not relay.done else None
 
 
+async def relay_channel_new() -> str:
+    """A channel for a relay that is about to start, to record with its run (``Run.relay_channel``).
+
+    The default prefix: channels_redis reads all of a process's channels with one loop per
+    prefix, and a second prefix would make its receive starve the sockets' (and vice versa).
+    """
+    return str(await _layer().new_channel())
+
+
 async def relay_start(
     *,
     conversation: Conversation,
@@ -94,7 +105,9 @@ async def relay_start(
     user_message: Message | None,
     sender_channel: str = "",
     resume: bool = False,
+    channel: str = "",
 ) -> ReplyRelay:
+    """Start relaying ``run``. ``channel``: the relay channel recorded with the run already."""
     relay = ReplyRelay(
         conversation=conversation,
         run=run,
@@ -102,7 +115,7 @@ async def relay_start(
         sender_channel=sender_channel,
         resume=resume,
     )
-    await relay.open()
+    await relay.open(channel)
     relay.start()
     return relay
 
@@ -175,13 +188,16 @@ class ReplyRelay:
         self.task: asyncio.Task[None] | None = None
         self.cursor: str | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._held: tuple[str, Any] | None = None  # taken from the queue, not merged: next
 
-    async def open(self) -> None:
+    async def open(self, channel: str = "") -> None:
         """Register the relay's channel, so sockets can reach it as soon as it runs."""
-        # The default prefix: channels_redis reads all of a process's channels with one loop per
-        # prefix, and a second prefix would make its receive starve the sockets' (and vice versa).
-        self.channel = await _layer().new_channel()
-        await database_sync_to_async(services.run_set_relay)(run=self.run, channel=self.channel)
+        if channel:
+            assert self.run.relay_channel == channel, "the run records another relay channel"
+            self.channel = channel
+            return
+        self.channel = await relay_channel_new()
+        await db(services.run_set_relay)(run=self.run, channel=self.channel)
 
     def start(self) -> None:
         _relays[self.pk] = self
@@ -190,12 +206,12 @@ class ReplyRelay:
     # The loop ------------------------------------------------------------------------------------
 
     async def _main(self) -> None:
-        self.cursor = await database_sync_to_async(selectors.message_last_letta_id)(
-            conversation=self.conversation
-        )
+        # The request goes to Letta first; the cursor is read meanwhile. Nothing of this reply is
+        # stored before the loop runs, so the cursor is still the last message before it.
         reader = asyncio.create_task(self._read_letta())
         control = asyncio.create_task(self._read_control())
         try:
+            self.cursor = await db(selectors.message_last_letta_id)(conversation=self.conversation)
             await self._publish(self._status_html())
             await self._loop()
         except asyncio.CancelledError:
@@ -205,19 +221,32 @@ class ReplyRelay:
             logger.exception("relay for conversation %s failed", self.pk)
             self.failure = self.failure or "lettachat failed while relaying this reply."
         finally:
-            # Not awaited: a channels_redis receive takes up to its blocking-pop timeout to end.
-            for task in (reader, control):
-                task.cancel()
-                task.add_done_callback(_retrieve)
+            reader.cancel()
+            reader.add_done_callback(_retrieve)
+            control.add_done_callback(_retrieve)
             if _relays.get(self.pk) is self:
                 _relays.pop(self.pk, None)
-        await self._finish()
+        try:
+            await self._finish()
+        finally:
+            await self._stop_control(control)
+
+    async def _stop_control(self, control: asyncio.Task[None]) -> None:
+        """End the control reader with a message rather than a cancel.
+
+        A channels_redis receive cancelled during its blocking pop can stay "cancelling" for ever
+        (the event loop then never closes: seen in the test suite). A message ends it cleanly.
+        """
+        try:
+            await _layer().send(self.channel, {"type": CLOSE_REQUEST})
+        except ChannelFull:
+            control.cancel()
 
     async def _loop(self) -> None:
         stall_after = settings.LETTACHAT_STALL_SECONDS
         while True:
             try:
-                kind, payload = await asyncio.wait_for(self._queue.get(), timeout=stall_after)
+                kind, payload = await self._next(stall_after)
             except TimeoutError:
                 if not self.stalled:
                     self.stalled = True
@@ -229,12 +258,45 @@ class ReplyRelay:
                 if self.stalled:
                     self.stalled = False
                     await self._publish(self._status_html())
+                if isinstance(payload, ContentDelta | ToolCallDelta):
+                    payload = self._merge_queued(payload)
                 await self._handle(payload)
             elif kind == "control":
                 await self._control(payload)
             elif kind == "failure":
                 self.failure = payload
                 return
+
+    async def _next(self, timeout: float) -> tuple[str, Any]:
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        return await asyncio.wait_for(self._queue.get(), timeout=timeout)
+
+    def _merge_queued(self, delta: ContentDelta | ToolCallDelta) -> ContentDelta | ToolCallDelta:
+        """The delta, with the pieces of the same message already queued behind it appended.
+
+        While the relay keeps up, each piece is relayed alone, as it came. When pieces queue up
+        (a burst from Letta, a busy process) they go out as one fragment: the same text, sooner,
+        for a fraction of the work per piece, so a loaded relay catches up instead of falling
+        further behind.
+        """
+        texts = [delta.text if isinstance(delta, ContentDelta) else delta.arguments]
+        seq_id, name = delta.seq_id, getattr(delta, "name", "")
+        while self._held is None and not self._queue.empty():
+            item = self._queue.get_nowait()
+            kind, nxt = item
+            if kind == "event" and _same_message(delta, nxt):
+                texts.append(nxt.text if isinstance(nxt, ContentDelta) else nxt.arguments)
+                seq_id = nxt.seq_id if nxt.seq_id is not None else seq_id
+                name = name or getattr(nxt, "name", "")
+            else:
+                self._held = item
+        if len(texts) == 1:
+            return delta
+        if isinstance(delta, ContentDelta):
+            return replace(delta, text="".join(texts), seq_id=seq_id)
+        return replace(delta, arguments="".join(texts), seq_id=seq_id, name=name)
 
     # Letta's side --------------------------------------------------------------------------------
 
@@ -299,9 +361,7 @@ class ReplyRelay:
             self.run_started = True
             if event.run_id and event.run_id != self.run.letta_run_id:
                 self.run.letta_run_id = event.run_id
-                await database_sync_to_async(services.run_started)(
-                    run=self.run, letta_run_id=event.run_id
-                )
+                await db(services.run_started)(run=self.run, letta_run_id=event.run_id)
             if self.stop_requested:
                 await self._cancel()
         elif isinstance(event, Ping):
@@ -316,7 +376,7 @@ class ReplyRelay:
             )  # fmt: skip
         elif isinstance(event, ToolReturn):
             await self._finish_draft()
-            message = await database_sync_to_async(services.message_record)(
+            message = await db(services.message_record)(
                 conversation=self.conversation,
                 letta_id=event.message_id,
                 message_type=Message.Type.TOOL_RETURN,
@@ -350,7 +410,7 @@ class ReplyRelay:
         if self.user_message is not None:
             message = self.user_message
             self.user_message = None
-            await database_sync_to_async(services.message_mark_failed)(
+            await db(services.message_mark_failed)(
                 message=message,
                 error="the agent was still answering. Send it again when the reply is done.",
             )
@@ -359,7 +419,7 @@ class ReplyRelay:
                 await send_to(
                     self.sender_channel, fragments.composer(self.conversation, text=message.content)
                 )
-        await database_sync_to_async(services.run_started)(run=self.run, letta_run_id=run_id)
+        await db(services.run_started)(run=self.run, letta_run_id=run_id)
 
     async def _piece(
         self,
@@ -391,7 +451,7 @@ class ReplyRelay:
         draft, self.draft = self.draft, None
         if draft is None:
             return
-        message = await database_sync_to_async(services.message_record)(
+        message = await db(services.message_record)(
             conversation=self.conversation,
             letta_id=draft.letta_id,
             message_type=_KIND_TO_TYPE[draft.kind],
@@ -405,7 +465,7 @@ class ReplyRelay:
 
     async def _stored(self, seq_id: int | None) -> None:
         if seq_id is not None:
-            await database_sync_to_async(services.run_stored_until)(run=self.run, seq_id=seq_id)
+            await db(services.run_stored_until)(run=self.run, seq_id=seq_id)
 
     async def _cancel(self) -> None:
         try:
@@ -419,6 +479,8 @@ class ReplyRelay:
         layer = _layer()
         while True:
             message = await layer.receive(self.channel)
+            if message.get("type") == CLOSE_REQUEST:
+                return
             await self._queue.put(("control", message))
 
     async def _control(self, message: dict[str, Any]) -> None:
@@ -441,7 +503,7 @@ class ReplyRelay:
                 await self._queue.put(("end", None))
 
     async def _snapshot_html(self, *, after: int, drafts: bool) -> str:
-        stored = await database_sync_to_async(selectors.message_list_after)(
+        stored = await db(selectors.message_list_after)(
             conversation=self.conversation, after_pk=after
         )
         draft = self.draft
@@ -478,14 +540,12 @@ class ReplyRelay:
             await self._reconcile()
         user_message = self.user_message
         if failure and user_message is not None:
-            kept = await database_sync_to_async(_kept_by_letta)(user_message)
+            kept = await db(_kept_by_letta)(user_message)
             if kept:
                 await self._note(failure)
             else:
                 # Letta did not keep the message: say so next to it, and give the text back.
-                await database_sync_to_async(services.message_mark_failed)(
-                    message=user_message, error=failure
-                )
+                await db(services.message_mark_failed)(message=user_message, error=failure)
                 await self._publish(fragments.message_replaced(user_message))
                 if self.sender_channel:
                     await send_to(
@@ -503,9 +563,7 @@ class ReplyRelay:
             status = Run.Status.STOPPED
         if usage := fragments.turn_usage(self.run):  # before the run ends, so before a next turn
             await self._publish(usage)
-        await database_sync_to_async(services.run_finish)(
-            run=self.run, status=status, error=failure
-        )
+        await db(services.run_finish)(run=self.run, status=status, error=failure)
         await self._publish(fragments.reply_status("", busy=False, finished=True))
         if self.retry_requested and user_message is not None:
             await reply_retry(
@@ -515,9 +573,7 @@ class ReplyRelay:
             )
 
     async def _note(self, text: str) -> None:
-        note = await database_sync_to_async(services.message_record_error)(
-            conversation=self.conversation, text=text
-        )
+        note = await db(services.message_record_error)(conversation=self.conversation, text=text)
         await self._publish(fragments.message_appended(note))
 
     async def _reconcile(self) -> None:
@@ -531,11 +587,23 @@ class ReplyRelay:
                 "could not re-read %s after a reply: %s", self.conversation.letta_id, exc
             )
             return
-        added = await database_sync_to_async(services.message_reconcile)(
-            conversation=self.conversation, infos=infos
-        )
+        added = await db(services.message_reconcile)(conversation=self.conversation, infos=infos)
         for message in added:
             await self._publish(fragments.message_appended(message))
+
+
+def _same_message(delta: ContentDelta | ToolCallDelta, other: object) -> bool:
+    if isinstance(delta, ContentDelta):
+        return isinstance(other, ContentDelta) and (other.message_id, other.kind, other.run_id) == (
+            delta.message_id,
+            delta.kind,
+            delta.run_id,
+        )
+    return isinstance(other, ToolCallDelta) and (
+        other.message_id,
+        other.tool_call_id,
+        other.run_id,
+    ) == (delta.message_id, delta.tool_call_id, delta.run_id)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -563,9 +631,7 @@ async def stop_on_letta(conversation: Conversation) -> None:
 async def reply_retry(*, conversation: Conversation, message: Message, sender_channel: str) -> bool:
     """Send a failed message again (a new turn). False when a reply is still running."""
     try:
-        message, run = await database_sync_to_async(services.message_resend)(
-            conversation=conversation, message=message
-        )
+        message, run = await db(services.message_resend)(conversation=conversation, message=message)
     except services.ConversationBusy:
         return False
     await publish(conversation.pk, fragments.message_replaced(message))
@@ -579,9 +645,9 @@ async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel
     """Resume a run whose relay is gone, in this process. False if someone else took it."""
     if relay_running_here(conversation.pk) is not None:
         return True
-    claimed = await database_sync_to_async(services.run_claim)(run=run, stale_channel=stale_channel)
+    claimed = await db(services.run_claim)(run=run, stale_channel=stale_channel)
     if not claimed:
         return False
-    user_message = await database_sync_to_async(lambda: run.user_message)()
+    user_message = await db(lambda: run.user_message)()
     await relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
     return True

@@ -93,9 +93,12 @@ class ConversationBusy(Exception):
     """The conversation's agent is still answering: a new message must wait."""
 
 
-def message_send(*, conversation: Conversation, text: str, otid: str) -> tuple[Message, Run | None]:
+def message_send(
+    *, conversation: Conversation, text: str, otid: str, relay_channel: str = ""
+) -> tuple[Message, Run | None]:
     """Record what the person sent and open a run for it; the first message titles the thread.
 
+    ``relay_channel``: the channel of the relay that will follow the run, recorded with it.
     Idempotent: a message whose ``otid`` is already recorded is not recorded again (the run is
     then None). Raises ``ConversationBusy`` while another run of the conversation is running.
     """
@@ -114,7 +117,9 @@ def message_send(*, conversation: Conversation, text: str, otid: str) -> tuple[M
                 content=text,
                 created_at=now,
             )
-            run = Run.objects.create(conversation=conversation, user_message=message)
+            run = Run.objects.create(
+                conversation=conversation, user_message=message, relay_channel=relay_channel
+            )
     except IntegrityError as exc:
         if Run.objects.filter(conversation=conversation, status=Run.Status.RUNNING).exists():
             raise ConversationBusy from exc

@@ -92,7 +92,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_lettachat")}
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+    if env.bool("DATABASE_POOL", default=True):
+        # Connections from a pool (psycopg-pool), checked before each use. Without it every
+        # request and every database call of a websocket opens a connection of its own, which
+        # under load costs more than the query (bench/RESULTS.md). One pool per server process:
+        # PostgreSQL's max_connections must cover DATABASE_POOL_MAX_SIZE x processes.
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            # The websocket side's LETTACHAT_DB_THREADS, views' and sign-in's one thread, spare.
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=12),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # with the pool: checked when taken out
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -110,9 +123,13 @@ if REDIS_URL:
         }
     }
 else:
-    # One process only. The default capacity (100) drops group messages under load.
+    # One process only. The default capacity (100) drops group messages under load; channels'
+    # own layer sweeps every channel on every send (conversations/layers.py).
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}
+        "default": {
+            "BACKEND": "conversations.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 5000},
+        }
     }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -179,6 +196,9 @@ LETTACHAT_STALL_SECONDS = env.float("LETTACHAT_STALL_SECONDS", default=30.0)
 # How long a relay keeps trying to resume a broken stream from Letta before giving up.
 LETTACHAT_RESUME_SECONDS = env.float("LETTACHAT_RESUME_SECONDS", default=120.0)
 LETTACHAT_RESUME_BACKOFF = env.float("LETTACHAT_RESUME_BACKOFF", default=1.0)
+# Threads for the database calls of sockets and replies (conversations/aio.py); with PostgreSQL
+# each holds one pooled connection while it works (DATABASE_POOL_MAX_SIZE must be larger).
+LETTACHAT_DB_THREADS = env.int("LETTACHAT_DB_THREADS", default=8)
 # How long a reconnecting page waits for the relay of a running reply before taking it over.
 LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", default=3.0)
 

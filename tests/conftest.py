@@ -6,12 +6,16 @@ The project's own harness installs (once) and starts the local Letta server; set
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.runners
 import os
+import sys
 
 import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 
+from conversations.aio import db_close_connections
 from conversations.letta_gateway import LettaGateway, get_gateway
 from conversations.models import Agent, Conversation
 from lettachat.local_letta import harness
@@ -27,6 +31,14 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database, dropped at the end once the database threads let go of it."""
+    yield
+    with django_db_blocker.unblock():
+        db_close_connections()
 
 
 @pytest.fixture(autouse=True)
@@ -141,3 +153,30 @@ def letta_agent(db, letta_agent_info) -> Agent:
         model=letta_agent_info.model,
         visible_to_users=True,
     )
+
+
+# A test's event loop closes by cancelling what is left and waiting for it. A task that never
+# ends there (a channels_redis receive cancelled mid-pop can stay "cancelling" for ever) would hang
+# the whole run with no word of which task it was: name it, and stop waiting, which fails the test.
+_cancel_all_tasks = asyncio.runners._cancel_all_tasks
+CANCEL_GRACE_SECONDS = 15
+
+
+def _cancel_all_tasks_or_name_the_stuck(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+
+    def name_the_stuck() -> None:
+        for task in tasks:
+            if not task.done():
+                print(f"\nstill cancelling after {CANCEL_GRACE_SECONDS} s:", task, file=sys.stderr)
+                task.print_stack(file=sys.stderr)
+        loop.stop()  # run_until_complete raises: the test fails instead of the run hanging
+
+    give_up = loop.call_later(CANCEL_GRACE_SECONDS, name_the_stuck)
+    try:
+        _cancel_all_tasks(loop)
+    finally:
+        give_up.cancel()
+
+
+asyncio.runners._cancel_all_tasks = _cancel_all_tasks_or_name_the_stuck

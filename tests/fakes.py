@@ -34,6 +34,8 @@ class Script:
     hold_after: int | None = None
     gate: asyncio.Event | None = None
     cancelled: bool = False
+    # One piece at a time, as a model streams: after the first piece each event waits for step().
+    pieces: asyncio.Semaphore | None = None
 
 
 @dataclass
@@ -68,14 +70,27 @@ class ScriptedGateway:
         self.scripts.append(Script(events, hold_after, gate))
         return gate
 
-    def enqueue_text(self, *pieces: str, message_id: str = "") -> str:
-        """A plain reply streamed in the given pieces; returns its message id."""
+    def enqueue_text(self, *pieces: str, message_id: str = "", one_by_one: bool = False) -> str:
+        """A plain reply streamed in the given pieces; returns its message id.
+
+        Otherwise the pieces come in one burst; ``one_by_one``: each after the test's ``step()``
+        (once it saw the one before), as a model streams them.
+        """
         message_id = message_id or f"message-{next(self._ids)}"
         events: list[StreamEvent] = [RunStarted("run-1")]
         events += [ContentDelta(message_id, "assistant", p, "run-1") for p in pieces]
         events.append(Stopped("end_turn"))
         self.enqueue(events)
+        if one_by_one:
+            self.scripts[-1].pieces = asyncio.Semaphore(0)
         return message_id
+
+    def step(self) -> None:
+        """Let the next piece of a one-by-one reply come."""
+        for script in (self.active, *self.scripts):
+            if script is not None and script.pieces is not None:
+                script.pieces.release()
+                return
 
     # the Gateway protocol ---------------------------------------------------------------------
     def health(self) -> str:
@@ -160,9 +175,13 @@ class ScriptedGateway:
         """Yield a script's events, pausing at ``hold_after``; a cancel ends it like Letta does."""
         self.active = script
         try:
+            streaming = False
             for index, event in enumerate(script.events):  # type: ignore[arg-type]
                 if script.hold_after is not None and index == script.hold_after and script.gate:
                     await script.gate.wait()
+                if streaming and script.pieces is not None:
+                    await script.pieces.acquire()
+                streaming = streaming or isinstance(event, ContentDelta)
                 if script.cancelled:
                     yield Stopped("cancelled")
                     return

@@ -19,7 +19,7 @@ from conversations.letta_gateway import (
     ToolCallDelta,
     ToolReturn,
 )
-from tests.websocket import frames_until_idle, open_socket, send_message
+from tests.websocket import frames_until_idle, is_idle, open_socket, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,12 +66,16 @@ async def test_a_foreign_origin_is_refused(conversation, user):
 async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     conversation, user, fake_gateway
 ):
-    message_id = fake_gateway.enqueue_text("Hello", " there", " **friend**")
+    message_id = fake_gateway.enqueue_text("Hello", " there", " **friend**", one_by_one=True)
     communicator, connected, _ = await open_socket(conversation.letta_id, user=user)
     assert connected
 
     await send_message(communicator, "hi <b>you</b>")
-    frames = await frames_until_idle(communicator)
+    frames = []
+    while not frames or not is_idle(frames[-1]):
+        frames.append(await communicator.receive_from(timeout=10))
+        if f"stream-assistant-{message_id}-text" in frames[-1]:
+            fake_gateway.step()  # the model's next piece comes once this one is on the page
     await communicator.disconnect()
 
     text = "\n".join(frames)

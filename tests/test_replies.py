@@ -21,6 +21,7 @@ from conversations.letta_gateway import (
     Ping,
     RunStarted,
     Stopped,
+    ToolCallDelta,
 )
 from conversations.models import Message, Run
 from tests.page_model import PageModel
@@ -399,3 +400,61 @@ async def test_stop_works_on_a_resumed_stream(conversation, user, fake_gateway, 
     [run] = await runs(conversation)
     assert run.status == Run.Status.STOPPED
     assert ("assistant", "Once upon", "Stopped.") in await stored(conversation)
+
+
+async def test_pieces_that_queue_up_go_out_together_and_show_once(conversation, user, fake_gateway):
+    """A burst (every piece queued before the relay reads one) goes out in fewer frames."""
+    words = ["w0", *(f" w{n}" for n in range(1, 60))]
+    fake_gateway.enqueue(reply(words=words))
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    page = PageModel()
+    await send_message(communicator, "burst")
+    frames = await frames_until_idle(communicator)
+    await communicator.disconnect()
+    for frame in frames:
+        page.apply(frame)
+    drafts = [f for f in frames if "stream-assistant-m-1-text" in f]
+    assert 1 <= len(drafts) < len(words)
+    assert [text for _, text in page.articles()] == ["burst", "".join(words)]
+    [run] = await runs(conversation)
+    assert run.last_seq_id == 2 + len(words) - 1, "the stored position is the last piece's"
+
+
+def _relay(conversation, fake_gateway) -> replies.ReplyRelay:
+    run = Run(conversation=conversation, relay_channel="x")
+    return replies.ReplyRelay(
+        conversation=conversation, run=run, user_message=None, sender_channel="", resume=False
+    )
+
+
+async def test_only_pieces_of_the_same_message_are_merged_and_order_is_kept(
+    conversation, fake_gateway
+):
+    relay = _relay(conversation, fake_gateway)
+    first = ContentDelta("m-1", "assistant", "a", "run-1", 2)
+    queued = [
+        ("event", ContentDelta("m-1", "assistant", "b", "run-1", 3)),
+        ("event", ContentDelta("m-1", "assistant", "c", "run-1", None)),  # no seq_id: keep 3
+        ("event", ContentDelta("m-1", "reasoning", "x", "run-1", 5)),  # Letta's same id, kind
+        ("event", ContentDelta("m-1", "assistant", "d", "run-1", 6)),
+        ("control", {"type": replies.SNAPSHOT_REQUEST}),
+    ]
+    for item in queued:
+        relay._queue.put_nowait(item)
+
+    merged = relay._merge_queued(first)
+    assert merged == ContentDelta("m-1", "assistant", "abc", "run-1", 3)
+    assert await relay._next(1) == queued[2], "the first piece not merged comes next"
+    assert relay._merge_queued(queued[2][1]) == queued[2][1]  # alone: nothing of its kind queued
+    assert await relay._next(1) == queued[3]
+    assert relay._merge_queued(queued[3][1]) == queued[3][1]  # a socket's request stops a merge
+    assert await relay._next(1) == queued[4]
+
+
+async def test_tool_call_pieces_merge_their_arguments(conversation, fake_gateway):
+    relay = _relay(conversation, fake_gateway)
+    relay._queue.put_nowait(("event", ToolCallDelta("t-1", "call-1", "", '"x"}', "run-1", 4)))
+    relay._queue.put_nowait(("event", ToolCallDelta("t-1", "call-2", "other", "{}", "run-1", 5)))
+    merged = relay._merge_queued(ToolCallDelta("t-1", "call-1", "send", '{"a": ', "run-1", 3))
+    assert merged == ToolCallDelta("t-1", "call-1", "send", '{"a": "x"}', "run-1", 4)
+    assert (await relay._next(1))[1].tool_call_id == "call-2"

@@ -43,5 +43,10 @@ async def frames_until_idle(communicator: WebsocketCommunicator, timeout: float 
     while True:
         frame = await communicator.receive_from(timeout=timeout)
         frames.append(frame)
-        if 'id="reply-status"' in frame and 'data-busy="false"' in frame:
+        if is_idle(frame):
             return frames
+
+
+def is_idle(frame: str) -> bool:
+    """The frame says the reply is over."""
+    return 'id="reply-status"' in frame and 'data-busy="false"' in frame

@@ -27,8 +27,9 @@ async def test_a_reply_streams_from_letta_and_the_mirror_matches_letta(
     frames = await frames_until_idle(communicator, timeout=30)
     await communicator.disconnect()
 
-    token_frames = [f for f in frames if 'hx-swap-oob="beforeend:#stream-' in f and "<span" in f]
-    assert len(token_frames) >= 3, "the reply arrives token by token"
+    drafts = [i for i, f in enumerate(frames) if 'id="stream-assistant-' in f]
+    final = [i for i, f in enumerate(frames) if 'hx-swap-oob="outerHTML:#stream-assistant-' in f]
+    assert drafts and final and drafts[0] < final[0], "the reply streams in before it is done"
     assert any("Echo: hello there &lt;b&gt;friend&lt;/b&gt;" in f or "friend" in f for f in frames)
 
     mirror = await database_sync_to_async(
@@ -44,6 +45,23 @@ async def test_a_reply_streams_from_letta_and_the_mirror_matches_letta(
         (m.letta_id, m.message_type, m.content) for m in stored if m.message_type != "system"
     ]
     assert [kind for _, kind, _ in mirror] == ["user", "assistant"]
+
+
+async def test_a_long_reply_reaches_the_page_in_pieces_as_letta_sends_them(
+    letta_conversation, user
+):
+    """Letta's background stream sends what it has every half second or so: each batch goes to
+    the page as it comes (a batch's pieces in one frame), never the whole reply at the end."""
+    communicator, _, _ = await open_socket(letta_conversation.letta_id, user=user)
+    await send_message(communicator, "[[long:60]]")  # 60 words, 0.03 s apart: about 2 s
+    frames = await frames_until_idle(communicator, timeout=30)
+    await communicator.disconnect()
+    pieces = [
+        f
+        for f in frames
+        if 'id="stream-assistant-' in f or 'hx-swap-oob="beforeend:#stream-assistant-' in f
+    ]
+    assert len(pieces) >= 2, "the reply arrives in pieces"
 
 
 def test_sync_agents_pulls_agents_from_letta(letta_gateway, letta_agent_info, db, capsys):
