@@ -383,8 +383,9 @@ class ReplyRelay:
                 content=event.content,
                 name=event.status,
                 run_id=event.run_id,
+                run=self.run,
+                seq_id=event.seq_id,
             )
-            await self._stored(event.seq_id)
             await self._publish(fragments.message_appended(message))
             if changed := await memory.memory_after_tool_return(
                 conversation=self.conversation, message=message
@@ -459,13 +460,10 @@ class ReplyRelay:
             name=draft.name,
             run_id=draft.run_id,
             error=error,
+            run=self.run,
+            seq_id=draft.seq_id,
         )
-        await self._stored(draft.seq_id)
         await self._publish(fragments.stream_finished(draft.stream_id, message))
-
-    async def _stored(self, seq_id: int | None) -> None:
-        if seq_id is not None:
-            await db(services.run_stored_until)(run=self.run, seq_id=seq_id)
 
     async def _cancel(self) -> None:
         try:

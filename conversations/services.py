@@ -203,17 +203,26 @@ def message_record(
     name: str = "",
     run_id: str = "",
     error: str = "",
+    run: Run | None = None,
+    seq_id: int | None = None,
 ) -> Message:
-    """Write one finished message of a reply (once per message, never per token)."""
+    """Write one finished message of a reply (once per message, never per token).
+
+    With ``run`` and ``seq_id``: the message's position in Letta's stream is stored with it, in
+    the same transaction (``run_stored_until``), so a relay that takes over resumes after it.
+    """
     fields = {"content": content, "name": name, "run_id": run_id, "error": error}
-    message, _ = Message.objects.update_or_create(
-        conversation=conversation,
-        letta_id=letta_id,
-        message_type=message_type,
-        defaults=fields,
-        create_defaults={**fields, "created_at": timezone.now()},
-    )
-    Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
+    with transaction.atomic():
+        message, _ = Message.objects.update_or_create(
+            conversation=conversation,
+            letta_id=letta_id,
+            message_type=message_type,
+            defaults=fields,
+            create_defaults={**fields, "created_at": timezone.now()},
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
+        if run is not None and seq_id is not None:
+            run_stored_until(run=run, seq_id=seq_id)
     return message
 
 

@@ -115,8 +115,16 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout by default, which breaks the 5 s
-                # blocking pops channels_redis waits on (django/channels_redis#422).
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                # blocking pops channels_redis waits on (django/channels_redis#422); and it caps
+                # a pool at 100 connections, past which a command fails at once ("Too many
+                # connections"): every reply streaming in a process sends at the same time.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
+                    }
+                ],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat"),
                 "capacity": 5000,
             },

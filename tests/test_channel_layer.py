@@ -32,3 +32,18 @@ async def test_a_group_message_reaches_every_member(redis_layer):
     for channel in (first, second):
         message = await asyncio.wait_for(redis_layer.receive(channel), timeout=5)
         assert message["html"] == "hi"
+
+
+async def test_many_replies_sending_at_once_do_not_run_out_of_connections(redis_layer):
+    """redis-py 8 caps a pool at 100 connections by default and fails the 101st command at once:
+    with a few hundred replies streaming in one process, their sends failed."""
+    channel = await redis_layer.new_channel()
+    await redis_layer.group_add("conversation.many", channel)
+    await asyncio.gather(
+        *(
+            redis_layer.group_send("conversation.many", {"type": "conversation.html", "n": n})
+            for n in range(300)
+        )
+    )
+    received = {(await redis_layer.receive(channel))["n"] for _ in range(300)}
+    assert received == set(range(300))
