@@ -117,12 +117,14 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, which breaks the 5 s
                 # blocking pops channels_redis waits on (django/channels_redis#422); and it caps
                 # a pool at 100 connections, past which a command fails at once ("Too many
-                # connections"): every reply streaming in a process sends at the same time.
+                # connections"). channels_redis opens one per command in flight, and under load
+                # one more per received message (its backup-queue cleaners): 2,000 still ran out
+                # with 200 replies streaming in one process (bench/RESULTS.md).
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "socket_timeout": 15,
-                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=10_000),
                     }
                 ],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat"),
