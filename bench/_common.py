@@ -241,47 +241,45 @@ def server_env(
     return env
 
 
-WHAT_IF = {
-    "dispatch": "sockets deliver the relay's fragments without channels' per-event "
-    "`aclose_old_connections()` hop to the database thread",
-    "clean": "the in-memory layer sweeps expired entries at most once a second",
-    "pool": "PostgreSQL connections from a pool (Django's `OPTIONS['pool']`, psycopg-pool, "
-    "at most 8) instead of one new connection per request and per database call",
+WITHOUT = {
+    "pool": "no PostgreSQL connection pool (`DATABASE_POOL=false`: a new connection for every "
+    "request and every database call)",
+    "threads": "the websocket side's database calls all on asgiref's one thread",
+    "dispatch": "channels' hop to the database thread before every relayed fragment",
+    "sweep": "channels' own in-memory layer (a sweep of every channel on every receive and "
+    "group send)",
+    "merge": "every piece relayed as its own fragment, even when pieces queue up",
 }
 
 
 def add_server_options(parser: Any) -> None:
-    """Options that change the server under test, to measure a proposed fix (see _daphne.py)."""
-    parser.add_argument("--conn-max-age", default=None, help="CONN_MAX_AGE for daphne (what if)")
+    """Options that change the server under test (see _daphne.py)."""
     parser.add_argument(
-        "--what-if", default="", help=f"comma-separated changes to daphne: {', '.join(WHAT_IF)}"
+        "--without",
+        default="",
+        help=f"comma-separated shipped fixes to take out, to measure them: {', '.join(WITHOUT)}",
     )
     parser.add_argument("--name", default="", help="a label for this run's RESULTS.md section")
 
 
 def server_extra(args: Any) -> dict[str, str]:
-    extra = {}
-    if args.conn_max_age:
-        extra["CONN_MAX_AGE"] = str(args.conn_max_age)
-    if args.what_if:
-        unknown = set(args.what_if.split(",")) - set(WHAT_IF)
-        if unknown:
-            raise SystemExit(f"unknown --what-if: {unknown}")
-        extra["BENCH_WHATIF"] = args.what_if
+    fixes = {f for f in args.without.split(",") if f}
+    if unknown := fixes - set(WITHOUT):
+        raise SystemExit(f"unknown --without: {unknown}")
+    extra = {"BENCH_WITHOUT": ",".join(sorted(fixes))} if fixes else {}
+    if "pool" in fixes:
+        extra["DATABASE_POOL"] = "false"
     return extra
 
 
 def server_changes(args: Any) -> str:
     """How the server differs from the shipped one, for a report ("" when it does not)."""
-    changes = []
-    if args.conn_max_age:
-        changes.append(f"`CONN_MAX_AGE={args.conn_max_age}` (persistent database connections)")
-    changes += [WHAT_IF[w] for w in args.what_if.split(",") if w]
+    changes = [WITHOUT[f] for f in args.without.split(",") if f]
     if not changes:
         return ""
     return (
-        "**What if** (not the shipped server; the changes are made by the bench's daphne "
-        "wrapper, `bench/_daphne.py`, to measure proposed fixes): " + "; ".join(changes) + ".\n"
+        "**Without some of the shipped fixes** (not the shipped server; to measure what they "
+        "are worth, `bench/_daphne.py` takes them out): " + "; ".join(changes) + ".\n"
     )
 
 
@@ -318,15 +316,34 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def log_errors(log: Path) -> list[str]:
-    """Tracebacks and errors a server logged."""
+def log_errors(log: Path, keep_as: str = "") -> list[str]:
+    """What a server logged as errors: each ERROR line and each traceback's exception line.
+
+    With ``keep_as`` and any error, the log is kept as ``bench/logs/<keep_as>.log`` (its end).
+    """
     if not log.exists():
         return []
-    return [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if "Traceback" in line or " ERROR " in line or line.startswith("ERROR")
-    ]
+    lines = log.read_text(errors="replace").splitlines()
+    found: list[str] = []
+    in_traceback = False
+    for line in lines:
+        if line.startswith("Traceback"):
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace() and not line.startswith("During"):
+            found.append(line)  # the exception that ended the traceback
+            in_traceback = False
+        elif " ERROR " in line or line.startswith("ERROR"):
+            found.append(line)
+    if found and keep_as:
+        kept = BENCH / "logs" / f"{keep_as}.log"
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text("\n".join(lines[-3000:]) + "\n")
+        found.append(f"(log kept in {kept.relative_to(ROOT)})")
+    return found
+
+
+def error_count(logged: list[str]) -> int:
+    return sum(1 for line in logged if not line.startswith("(log kept"))
 
 
 @contextmanager
@@ -385,17 +402,102 @@ def _frame_name(frame: str) -> str:
     return f"{found.group(1)} ({module})"
 
 
+COMPONENTS = [
+    ("psycopg", "PostgreSQL driver (psycopg: connect, send, wait)"),
+    ("django/db", "Django ORM"),
+    ("django/template", "templates"),
+    ("template_partials", "templates"),
+    ("markdown_it", "markdown and sanitising"),
+    ("nh3", "markdown and sanitising"),
+    ("pygments", "markdown and sanitising"),
+    ("channels/layers", "channel layer (in-memory)"),
+    ("channels_redis", "channel layer (Redis)"),
+    ("redis/", "channel layer (Redis)"),
+    ("channels/", "channels (consumers, database_sync_to_async)"),
+    ("asgiref", "asgiref (sync_to_async thread hops)"),
+    ("concurrent/futures", "asgiref (sync_to_async thread hops)"),
+    ("letta_client", "letta-client SDK and pydantic (parsing the SSE stream)"),
+    ("pydantic", "letta-client SDK and pydantic (parsing the SSE stream)"),
+    ("httpx", "httpx/httpcore/h11 (reading the upstream)"),
+    ("httpcore", "httpx/httpcore/h11 (reading the upstream)"),
+    ("h11", "httpx/httpcore/h11 (reading the upstream)"),
+    ("anyio", "httpx/httpcore/h11 (reading the upstream)"),
+    ("autobahn", "daphne/twisted/autobahn (websocket and HTTP I/O)"),
+    ("twisted", "daphne/twisted/autobahn (websocket and HTTP I/O)"),
+    ("daphne", "daphne/twisted/autobahn (websocket and HTTP I/O)"),
+    ("conversations/", "lettachat's own code"),
+    ("django/", "Django (other)"),
+    ("selectors.py", "event loop (select, waiting)"),
+    ("asyncio", "asyncio event loop"),
+    ("threading.py", "threads"),
+]
+
+
+def _component(frame: str) -> str:
+    for key, name in COMPONENTS:
+        if key in frame:
+            return name
+    return "other"
+
+
+def _stacks(path: Path) -> Iterator[tuple[list[str], int]]:
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit() and stack:
+            yield [f for f in stack.split(";") if f], int(count)
+
+
 def profile_table(path: Path, top: int = 12) -> str:
-    rows = profile_summary(path, top)
-    if not rows:
+    """Where daphne's CPU samples fall: by component (the innermost frame's library), and the
+    share of samples under a few functions that matter to the relay."""
+    if not path.exists():
         return "(no samples)"
-    lines = ["| function (innermost frame) | self % | on stack % |", "|---|---:|---:|"]
-    lines += [f"| `{f}` | {s:.1f} | {i:.1f} |" for f, i, s in rows]
+    components: dict[str, int] = {}
+    under: dict[str, int] = {}
+    total = 0
+    for frames, n in _stacks(path):
+        total += n
+        own = _component(frames[-1])
+        components[own] = components.get(own, 0) + n
+        names = {_frame_name(f).split(" (")[0] for f in frames}
+        for watched in WATCHED:
+            if watched in names:
+                under[watched] = under.get(watched, 0) + n
+    if not total:
+        return "(no samples)"
+    lines = [f"{total:,} samples. By component (the innermost frame):\n",
+             "| component | share |", "|---|---:|"]  # fmt: skip
+    for name, n in sorted(components.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {name} | {100 * n / total:.1f}% |")
+    lines += ["", "Under these functions (anywhere on the stack):\n", "| function | share |",
+              "|---|---:|"]  # fmt: skip
+    for name, n in sorted(under.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| `{name}` | {100 * n / total:.1f}% |")
     return "\n".join(lines)
+
+
+WATCHED = [
+    "ReplyRelay._read_letta",
+    "LettaGateway._events",
+    "ReplyRelay._loop",
+    "ReplyRelay._piece",
+    "publish",
+    "ConversationConsumer.conversation_html",
+    "aclose_old_connections",
+    "DatabaseSyncToAsync.thread_handler",
+    "InMemoryChannelLayer._clean_expired",
+    "InMemoryChannelLayer.group_send",
+    "BaseConnection._connect_gen",
+    "ConversationConsumer.connect",
+    "ReplyRelay._finish",
+    "render_to_string",
+]
 
 
 # --- Websocket pages -----------------------------------------------------------------------------
 
+# A page that waits this long for the next frame of a reply has lost one (the reply never ends).
+FRAME_TIMEOUT = 90.0
 TOKEN_FRAME = re.compile(r'(?:id="stream-[^"]*-text"|beforeend:#stream-[^"]*-text")>')
 STAMP = re.compile(r"t=(\d+\.\d+) ")
 

@@ -2,18 +2,19 @@
 
     python bench/_daphne.py -b 127.0.0.1 -p 8000 lettachat.asgi:application
 
-``BENCH_WHATIF`` (comma-separated) changes the server the way a proposed fix would, to measure
-the fix before anyone makes it; the app's code is not touched:
+``BENCH_WITHOUT`` (comma-separated) takes one of the shipped performance fixes back out, so a run
+can measure what each is worth side by side with the shipped server; the app's code is not
+touched:
 
-- ``dispatch``: a socket delivers ``conversation.html`` events (the relay's fragments) without
-  channels' ``aclose_old_connections()`` hop to the one database thread that
-  ``AsyncConsumer.dispatch`` makes before every event (that handler touches no database);
-- ``pool``: PostgreSQL connections come from a pool (Django's ``OPTIONS["pool"]``, psycopg-pool,
-  at most 8) instead of a new connection for every request and every ``database_sync_to_async``
-  call (the shipped ``CONN_MAX_AGE=0``);
-- ``clean``: the in-memory channel layer sweeps expired messages and group memberships at most
-  once a second instead of on every send, receive and group send (each sweep walks every channel
-  and every group member of the process).
+- ``pool``: no PostgreSQL connection pool: a new connection for every request and every database
+  call (``DATABASE_POOL=false``, set in the environment by ``_common.server_extra``);
+- ``threads``: the websocket side's database calls all on asgiref's one thread-sensitive thread
+  instead of ``conversations.aio``'s pool of threads;
+- ``dispatch``: channels' ``aclose_old_connections()`` hop to the database thread before every
+  relayed fragment, as ``AsyncConsumer.dispatch`` does;
+- ``sweep``: channels' own in-memory layer, which sweeps every channel and group member on every
+  receive and group send;
+- ``merge``: every piece from Letta relayed as its own fragment, even when pieces queue up.
 
 With ``BENCH_TRACE=<file>`` it appends one JSON line per event to the file:
 
@@ -108,47 +109,33 @@ def install(path: str) -> None:
     LettaGateway.astream_reply = traced_send  # type: ignore[method-assign]
 
 
-def what_if(changes: set[str]) -> None:
+def without(fixes: set[str]) -> None:
     import django
+    from django.conf import settings
 
+    if "sweep" in fixes:
+        settings.CHANNEL_LAYERS["default"]["BACKEND"] = "channels.layers.InMemoryChannelLayer"
     django.setup()
-    if "pool" in changes:
-        from django.conf import settings
+    if "threads" in fixes:
+        from channels.db import database_sync_to_async
 
-        settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
-        settings.DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 2,
-            "max_size": 8,
-        }
-    if "dispatch" in changes:
-        from channels.consumer import AsyncConsumer
+        from conversations import consumers, memory, replies
 
-        from conversations import consumers
+        for module in (consumers, memory, replies):
+            module.db = database_sync_to_async  # type: ignore[attr-defined]
+    if "dispatch" in fixes:
+        from conversations.consumers import ConversationConsumer
 
-        def dispatch(self, message):  # type: ignore[no-untyped-def]
-            if message.get("type") == "conversation.html":
-                return self.conversation_html(message)
-            return AsyncConsumer.dispatch(self, message)
+        del ConversationConsumer.dispatch
+    if "merge" in fixes:
+        from conversations.replies import ReplyRelay
 
-        consumers.ConversationConsumer.dispatch = dispatch  # type: ignore[method-assign]
-    if "clean" in changes:
-        from channels.layers import InMemoryChannelLayer
-
-        sweep = InMemoryChannelLayer._clean_expired
-        last: dict[int, float] = {}
-
-        def clean_expired(self):  # type: ignore[no-untyped-def]
-            now = time.monotonic()
-            if now - last.get(id(self), 0.0) >= 1.0:
-                last[id(self)] = now
-                sweep(self)
-
-        InMemoryChannelLayer._clean_expired = clean_expired  # type: ignore[method-assign]
+        ReplyRelay._merge_queued = lambda self, delta: delta  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
-    if os.environ.get("BENCH_WHATIF"):
-        what_if(set(os.environ["BENCH_WHATIF"].split(",")))
+    if os.environ.get("BENCH_WITHOUT"):
+        without(set(os.environ["BENCH_WITHOUT"].split(",")))
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # a diagnosis: the GIL's hand-over period
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     if os.environ.get("BENCH_TRACE"):

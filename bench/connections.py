@@ -38,7 +38,7 @@ async def stream_reply(ws: Any, expected: int) -> dict[str, Any]:
     try:
         await ws.send(json.dumps({"message": "connections", "otid": str(uuid.uuid4())}))
         while True:
-            frame = await ws.recv()
+            frame = await asyncio.wait_for(ws.recv(), timeout=c.FRAME_TIMEOUT)
             wall = time.time()
             if c.TOKEN_FRAME.search(frame):
                 stamps = c.STAMP.findall(frame)
@@ -48,6 +48,8 @@ async def stream_reply(ws: Any, expected: int) -> dict[str, Any]:
                 error = "error shown"
             if c.idle(frame):
                 break
+    except TimeoutError:
+        error = f"no frame for {c.FRAME_TIMEOUT:g} s, and the reply was not over"
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     if not error and tokens != expected:
@@ -165,7 +167,7 @@ def _hwm(pid: int) -> int:
 def report(args: argparse.Namespace, m: dict, out: dict, logged: list[str]) -> bool:
     layer = "in-memory" if args.layer == "memory" else "Redis"
     errors = out["reply_errors"] + out["open_errors"] + (out["idle_open"] - out["idle_alive"])
-    errors += len(logged)
+    errors += c.error_count(logged)
     all_open = out["idle_open"] == args.idle and out["streaming_open"] == args.streaming
     no_errors = errors == 0 and all_open
     rss_ok = out["rss_peak_kb"] <= 250 * 1024
@@ -194,7 +196,7 @@ def report(args: argparse.Namespace, m: dict, out: dict, logged: list[str]) -> b
         f"| idle sockets still answering a ping after | {out['idle_alive']:,} of "
         f"{out['idle_open']:,} |",
         f"| sockets refused or failed to open | {out['open_errors']} |",
-        f"| error lines in daphne's log | {len(logged)} |",
+        f"| errors in daphne's log | {c.error_count(logged)} |",
         f"| per-token latency while streaming, p50 / p99 | {out['token_p50_ms']:.1f} / "
         f"{out['token_p99_ms']:.1f} ms |",
         f"| daphne CPU while streaming | {out['daphne_cpu_share']:.0%} of a core |",
@@ -206,6 +208,7 @@ def report(args: argparse.Namespace, m: dict, out: dict, logged: list[str]) -> b
     if out["first_reply_errors"] or out["first_open_errors"] or logged:
         lines.append(
             f"\nFirst errors: {out['first_reply_errors'] + out['first_open_errors'] + logged[:3]}"
+            + (f"; {logged[-1]}" if logged else "")
         )
     ok = no_errors and rss_ok
     c.write_section(
@@ -264,7 +267,14 @@ def main() -> int:
                 }
                 out = asyncio.run(measure(args, setup))
                 c.stop(daphne)
-                ok = report(args, m, out, c.log_errors(log))
+                ok = report(
+                    args,
+                    m,
+                    out,
+                    c.log_errors(
+                        log, f"connections-{args.layer}" + (f"-{args.name}" if args.name else "")
+                    ),
+                )
         finally:
             c.stop(daphne)
             c.stop(upstream)

@@ -206,7 +206,9 @@ def main() -> int:
                               f"requests/s, median {result['p50_ms']:.1f} ms, p99 "
                               f"{result['p99_ms']:.1f} ms", flush=True)  # fmt: skip
                 c.stop(daphne)
-                logged = c.log_errors(log)
+                logged = c.log_errors(
+                    log, "http-throughput" + (f"-{args.name}" if args.name else "")
+                )
         finally:
             c.stop(daphne)
             c.stop(upstream)
@@ -232,7 +234,7 @@ def main() -> int:
     if any(r["socket_errors"] for r in results) or logged:
         lines.append(
             f"\nSocket errors: {[r['socket_errors'] for r in results]}; daphne error lines: "
-            f"{len(logged)}"
+            f"{c.error_count(logged)} {logged[-1] if logged else ''}"
         )
     c.write_section(
         "http-throughput" + (f"-{args.name}" if args.name else ""),

@@ -272,23 +272,29 @@ LAST_ON_SCREEN = """([id, list]) => {
 }"""
 
 
-def browser_times(args: argparse.Namespace, base_url: str, cookie: str, seeded: dict) -> dict:
-    from playwright.sync_api import sync_playwright
-
+def on_screen_targets(seeded: dict) -> tuple[Any, Any]:
+    """What the browser waits for: the long thread's last message, the sidebar's first thread."""
     from conversations.models import Conversation, Message
 
-    long, agent = seeded["long"], seeded["agent"]
     last = (
-        Message.objects.filter(conversation=long)
+        Message.objects.filter(conversation=seeded["long"])
         .exclude(message_type="system")
         .order_by("-created_at", "-id")
         .first()
     )
     first_conversation = (
-        Conversation.objects.filter(owner=seeded["user"], agent=agent, archived=False)
+        Conversation.objects.filter(owner=seeded["user"], agent=seeded["agent"], archived=False)
         .order_by("-last_message_at", "-id")
         .first()
     )
+    return last, first_conversation
+
+
+def browser_times(args: argparse.Namespace, base_url: str, cookie: str, seeded: dict) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    long, agent = seeded["long"], seeded["agent"]
+    last, first_conversation = on_screen_targets(seeded)
     name, value = cookie.split("=", 1)
     runs: dict[str, list[dict[str, float]]] = {"thread": [], "sidebar": []}
     with sync_playwright() as playwright:

@@ -100,7 +100,7 @@ async def relay_reply(ws: Any, text: str) -> Reply:
     try:
         await ws.send(json.dumps({"message": text, "otid": str(uuid.uuid4())}))
         while True:
-            frame = await ws.recv()
+            frame = await asyncio.wait_for(ws.recv(), timeout=c.FRAME_TIMEOUT)
             now, wall = time.perf_counter(), time.time()
             if c.TOKEN_FRAME.search(frame):
                 if reply.tokens == 0:
@@ -117,6 +117,9 @@ async def relay_reply(ws: Any, text: str) -> Reply:
             if c.idle(frame):
                 reply.done = now - started
                 return reply
+    except TimeoutError:
+        reply.error = f"no frame for {c.FRAME_TIMEOUT:g} s, and the reply was not over"
+        return reply
     except Exception as exc:
         reply.error = f"{type(exc).__name__}: {exc}"
         return reply
@@ -412,9 +415,9 @@ def trace_summary(path: Path) -> str:
     lines = [
         f"Inside daphne (`--trace`): a message frame's arrival -> the request to Letta, median "
         f"{c.median(to_letta):.1f} ms, p95 {c.percentile(to_letta, 95):.1f} ms, max "
-        f"{max(to_letta, default=math.nan):.1f} ms. Every `database_sync_to_async` call (all "
-        "run on one thread): the wait for that thread, the run, the hop back to the event loop "
-        "(ms):\n",
+        f"{max(to_letta, default=math.nan):.1f} ms. Every database call of the socket and "
+        "the relay (`conversations.aio.db`, a pool of threads): the wait for a thread, the "
+        "run, the hop back to the event loop (ms):\n",
         "| function | calls | wait median | wait p95 | run median | run p95 | back median |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -576,7 +579,10 @@ def report(
             )
         figures["sweep"] = out["sweep"]
     if errors_logged:
-        lines.append(f"\ndaphne logged {len(errors_logged)} error lines, e.g. `{errors_logged[0]}`")
+        lines.append(
+            f"\ndaphne logged {c.error_count(errors_logged)} errors, e.g. `{errors_logged[0]}` "
+            f"{errors_logged[-1]}"
+        )
         figures["daphne_errors"] = errors_logged[:20]
     if trace:
         lines += ["", trace]
@@ -654,7 +660,17 @@ def main() -> int:
                 )
                 out = asyncio.run(measure(args, setup))
                 c.stop(daphne)
-                ok = report(args, m, out, c.log_errors(log), trace_summary(trace))
+                ok = report(
+                    args,
+                    m,
+                    out,
+                    c.log_errors(
+                        log,
+                        f"relay-{args.upstream}-{args.layer}"
+                        + (f"-{args.name}" if args.name else ""),
+                    ),
+                    trace_summary(trace),
+                )
         finally:
             c.stop(daphne)
             c.stop(upstream)

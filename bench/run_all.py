@@ -4,10 +4,12 @@
 
 Runs the commands below one after another (about 30 minutes in all; each writes its own section
 of RESULTS.md and its raw figures to bench/results/), then puts a summary of every target at the
-top of RESULTS.md. Hand-written notes between ``<!-- BEGIN findings -->`` and
-``<!-- END findings -->`` are kept. Needs PostgreSQL and Redis on their standard local ports, the
-local Letta server (started through the project's harness if it is not running), Chromium at
-/usr/bin/chromium and wrk.
+top of RESULTS.md. ``bench/peer_openwebui.py`` (Open WebUI side by side; it installs Open WebUI
+in a virtualenv of its own) is not among them: run it by itself; its section is kept.
+Hand-written notes between ``<!-- BEGIN findings -->`` and ``<!-- END findings -->`` are kept.
+Needs PostgreSQL and Redis on their standard local ports, the local Letta server (started
+through the project's harness if it is not running), Chromium at /usr/bin/chromium and wrk (or
+http_throughput.py's own load generator).
 """
 
 from __future__ import annotations
@@ -22,25 +24,25 @@ import time
 import _common as c
 
 PY = "bench/"
-FIXES = "pool,dispatch,clean"
+UNFIXED = "pool,threads,dispatch,sweep,merge"  # the server as it was before these fixes
 RUNS: list[tuple[str, list[str]]] = [
     ("relay-scripted-memory", ["relay_overhead.py", "--burst", "--trace", "--profile"]),
     ("relay-scripted-memory-sweep", ["relay_overhead.py", "--levels", "50", "--min-samples",
                                      "1", "--sweep", "20,50,100", "--sweep-seconds", "6",
                                      "--profile", "--name", "sweep"]),
-    ("relay-scripted-redis", ["relay_overhead.py", "--layer", "redis"]),
+    ("relay-scripted-memory-unfixed", ["relay_overhead.py", "--without", UNFIXED, "--name",
+                                       "unfixed"]),
+    ("relay-scripted-redis", ["relay_overhead.py", "--layer", "redis", "--profile"]),
     ("relay-letta-memory", ["relay_overhead.py", "--upstream", "letta", "--min-samples", "20"]),
-    ("relay-scripted-memory-fixes", ["relay_overhead.py", "--what-if", FIXES, "--trace",
-                                     "--name", "fixes"]),
     ("long-history", ["long_history.py"]),
     ("connections-memory", ["connections.py"]),
     ("connections-redis", ["connections.py", "--layer", "redis"]),
-    ("connections-memory-fixes", ["connections.py", "--what-if", FIXES, "--name", "fixes"]),
     ("http-throughput", ["http_throughput.py"]),
-    ("http-throughput-pool", ["http_throughput.py", "--what-if", "pool", "--name", "pool"]),
+    ("http-throughput-unpooled", ["http_throughput.py", "--without", "pool", "--name",
+                                  "unpooled"]),
     ("soak", ["soak_resume.py"]),
 ]  # fmt: skip
-ORDER = ["summary"] + [name for name, _ in RUNS] + ["findings"]
+ORDER = ["summary"] + [name for name, _ in RUNS] + ["peer-openwebui", "findings"]
 
 
 def run_soak(command: list[str]) -> bool:
@@ -127,6 +129,19 @@ def summary() -> str:
             rows.append(
                 (f"3. {target.split(' (')[0]}", target.split(" (", 1)[-1][:-1], c.verdict(ok))
             )
+    peer = raw.get("peer-openwebui", {}).get("browser")
+    if peer:
+        for what, label in (("thread", "last message of 10,000"), ("sidebar", "first title")):
+            ours, theirs = peer[f"lettachat {what}"], peer[f"Open WebUI {what}"]
+            rows.append(
+                (
+                    f"3. peer run: {label} on screen, lettachat / Open WebUI 0.12.4",
+                    f"{ours['shown_ms']:.0f} ms / {theirs['shown_ms']:.0f} ms; "
+                    f"{ours['shown_wire'] / 1e6:.2f} MB / {theirs['shown_wire'] / 1e6:.2f} MB "
+                    "on the wire",
+                    "measured",
+                )
+            )
     for layer in ("memory", "redis"):
         conn = raw.get(f"connections-{layer}")
         if conn:
@@ -140,7 +155,7 @@ def summary() -> str:
             errors = (
                 conn["reply_errors"]
                 + conn["open_errors"]
-                + len(conn["daphne_errors"])
+                + c.error_count(conn["daphne_errors"])
                 + (conn["idle_open"] - conn["idle_alive"])
             )
             rows.append(

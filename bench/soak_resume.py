@@ -4,11 +4,11 @@
 
 Starts the local Letta server (the project's harness), serves lettachat with daphne on a free
 loopback port (a throwaway SQLite database unless DATABASE_URL is set), and, as a browser would,
-sends messages over the websocket. During each reply it drops the connection at random moments
-(the TCP connection is aborted, no close handshake), reconnects, and asks to resume from what the
-page shows. Every frame is applied to a model of the page. When a reply ends, the text the page
-shows is compared with what Letta stored: characters missing are "lost", characters shown more
-than once are "duplicated". Both must be 0; the command exits 1 otherwise.
+sends messages over the websocket. During each reply it drops the connection at 1 to 3 random
+moments (the TCP connection is aborted, no close handshake), reconnects, and asks to resume from
+what the page shows. Every frame is applied to a model of the page. When a reply ends, the text
+the page shows is compared with what Letta stored: characters missing are "lost", characters
+shown more than once are "duplicated". Both must be 0; the command exits 1 otherwise.
 """
 
 from __future__ import annotations
@@ -169,17 +169,24 @@ async def soak(args: argparse.Namespace, url: str, cookie: str, conversation_id:
             await resume(ws)
         await ws.send(json.dumps({"message": f"soak {replies} [[long:{args.words}]]",
                                   "otid": str(uuid.uuid4())}))  # fmt: skip
-        # Drop after a random number of frames, 1 to 3 times in this reply.
-        plan = sorted(rng.sample(range(3, args.words), rng.randint(1, 3)))
-        seen = 0
+        # Drop at 1 to 3 random moments of this reply (its words come 0.03 s apart; Letta sends
+        # them in batches, so frames do not count words: the moments are times).
+        sent = time.monotonic()
+        plan = sorted(sent + rng.uniform(0.05, args.words * 0.03) for _ in range(rng.randint(1, 3)))
         while True:
-            frame = await ws.recv()
-            page.model.apply(frame)
-            seen += 1
-            if idle(frame):
-                break
-            if plan and seen >= plan[0] and drops < args.drops:
+            try:
+                wait = max(0.0, plan[0] - time.monotonic()) if plan else None
+                frame = await asyncio.wait_for(ws.recv(), timeout=wait)
+            except TimeoutError:
+                frame = None
+            if frame is not None:
+                page.model.apply(frame)
+                if idle(frame):
+                    break
+            if plan and time.monotonic() >= plan[0]:
                 plan.pop(0)
+                if drops >= args.drops:
+                    continue
                 drops += 1
                 ws.transport.abort()  # the network goes away: no close handshake
                 await asyncio.sleep(rng.uniform(0, 0.3))  # the page is away a little while
