@@ -45,7 +45,9 @@ def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make
     )
 
     page.evaluate(RECORD_PARTIALS)
-    text = "please count one two three four five six seven eight"
+    # Long enough (50 words, 0.03 s apart) to span several of the batches that Letta's
+    # background stream sends about every half second: each batch comes as one piece.
+    text = "please count " + " ".join(["one two three four five six seven eight"] * 6)
     page.fill("#composer-input", text)
     page.keyboard.press("Enter")
 
