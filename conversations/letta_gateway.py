@@ -9,7 +9,9 @@ Sends are never retried: a retried ``messages.create`` is a second agent turn. R
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import pkgutil
 import re
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +32,22 @@ from letta_client import AsyncLetta, Letta
 logger = logging.getLogger(__name__)
 
 READ_RETRIES = 2
+
+
+def _import_client_resources() -> None:
+    """Import every resource module of letta-client now, while this module is imported.
+
+    The SDK imports them lazily, on a client's first use of ``.conversations``, ``.agents``…
+    Two threads doing that at once (a view in its thread, the websocket side on the event loop)
+    import the same modules at the same time, and Python's import lock may refuse one of them
+    (``_DeadlockError``: seen as a 500 on renaming a thread in a just-started server).
+    """
+    resources = letta_client.resources
+    for found in pkgutil.walk_packages(resources.__path__, f"{resources.__name__}."):
+        importlib.import_module(found.name)
+
+
+_import_client_resources()
 
 
 # --- Errors --------------------------------------------------------------------------------------

@@ -84,3 +84,17 @@ def test_the_api_key_is_sent_as_a_bearer_token_and_an_empty_one_not_at_all(
         with pytest.raises(LettaError):
             LettaGateway(base_url=url, api_key=key).create_conversation(agent_id="agent-1")
     assert [auth for _, _, auth in seen] == ["Bearer sk-let-secret", ""]
+
+
+def test_the_sdks_resources_are_imported_with_the_gateway():
+    """Not lazily on first use, where two threads at once could trip Python's import lock."""
+    import pkgutil
+    import sys
+
+    import conversations.letta_gateway  # noqa: F401
+    from conversations.letta_gateway import letta_client
+
+    resources = letta_client.resources
+    names = [m.name for m in pkgutil.walk_packages(resources.__path__, f"{resources.__name__}.")]
+    assert names
+    assert [name for name in names if name not in sys.modules] == []
