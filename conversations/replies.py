@@ -216,6 +216,8 @@ class ReplyRelay:
             await self._loop()
         except asyncio.CancelledError:
             # The process is going away: leave the run "running" for another relay to take over.
+            # No _finish, so no closing message for the control reader: cancel it with the rest.
+            control.cancel()
             raise
         except Exception:
             logger.exception("relay for conversation %s failed", self.pk)
