@@ -59,7 +59,7 @@ def test_a_rename_is_the_conversations_summary_in_letta(letta_gateway, letta_age
 
 def test_lettas_summary_search_is_a_case_sensitive_substring(letta_gateway, letta_agent, user):
     conversation = services.conversation_create(gateway=letta_gateway, user=user, agent=letta_agent)
-    marker = uuid.uuid4().hex[:10].upper()
+    marker = "CASE" + uuid.uuid4().hex[:10].upper()  # letters, whatever the hex digits
     letta_gateway.update_conversation(
         conversation_id=conversation.letta_id, summary=f"Notes {marker} here"
     )
