@@ -9,7 +9,7 @@ touched:
 - ``pool``: no PostgreSQL connection pool: a new connection for every request and every database
   call (``DATABASE_POOL=false``, set in the environment by ``_common.server_extra``);
 - ``threads``: the websocket side's database calls all on asgiref's one thread-sensitive thread
-  instead of ``conversations.aio``'s pool of threads;
+  instead of ``lettachat.aio``'s pool of threads;
 - ``dispatch``: channels' ``aclose_old_connections()`` hop to the database thread before every
   relayed fragment, as ``AsyncConsumer.dispatch`` does;
 - ``sweep``: channels' own in-memory layer, which sweeps every channel and group member on every
@@ -47,8 +47,8 @@ def install(path: str) -> None:
     import channels.db
     from asgiref.sync import SyncToAsync
 
-    from conversations import consumers
-    from conversations.letta_gateway import LettaGateway
+    from chat import consumers
+    from letta_gateway.client import LettaGateway
 
     out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the process's life
     lock = threading.Lock()
@@ -119,12 +119,13 @@ def without(fixes: set[str]) -> None:
     if "threads" in fixes:
         from channels.db import database_sync_to_async
 
-        from conversations import consumers, memory, replies
+        from chat import consumers
+        from conversations import memory, replies
 
         for module in (consumers, memory, replies):
             module.db = database_sync_to_async  # type: ignore[attr-defined]
     if "dispatch" in fixes:
-        from conversations.consumers import ConversationConsumer
+        from chat.consumers import ConversationConsumer
 
         del ConversationConsumer.dispatch
     if "merge" in fixes:

@@ -370,8 +370,8 @@ def prepare(args: argparse.Namespace, database_url: str, var_dir: Path, letta_ur
         direct_ids = [f"conv-direct-{uuid.uuid4()}" for _ in range(top)]
     else:
         from conversations import services
-        from conversations.letta_gateway import LettaGateway
-        from lettachat.local_letta import harness
+        from devtools.local_letta import harness
+        from letta_gateway.client import LettaGateway
 
         gateway = LettaGateway(base_url=letta_url, api_key="")
         info = next((a for a in gateway.list_agents() if a.name == "lettachat-bench"), None)
@@ -416,7 +416,7 @@ def trace_summary(path: Path) -> str:
         f"Inside daphne (`--trace`): a message frame's arrival -> the request to Letta, median "
         f"{c.median(to_letta):.1f} ms, p95 {c.percentile(to_letta, 95):.1f} ms, max "
         f"{max(to_letta, default=math.nan):.1f} ms. Every database call of the socket and "
-        "the relay (`conversations.aio.db`, a pool of threads): the wait for a thread, the "
+        "the relay (`lettachat.aio.db`, a pool of threads): the wait for a thread, the "
         "run, the hop back to the event loop (ms):\n",
         "| function | calls | wait median | wait p95 | run median | run p95 | back median |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -635,7 +635,7 @@ def main() -> int:
             )  # fmt: skip
             args.letta_url = f"http://127.0.0.1:{port}"
         else:
-            from lettachat.local_letta import harness
+            from devtools.local_letta import harness
 
             args.letta_url = os.environ.get("LETTA_BASE_URL") or harness.start()
         daphne = None

@@ -57,8 +57,8 @@ def make_fixtures(letta_url: str) -> tuple[str, str]:
     from django.test import Client
 
     from conversations import services
-    from conversations.letta_gateway import get_gateway
-    from lettachat.local_letta import harness
+    from devtools.local_letta import harness
+    from letta_gateway import get_gateway
 
     gateway = get_gateway()
     agent = services.agent_ensure_demo(gateway=gateway, model=harness.MODEL_HANDLE)
@@ -77,8 +77,8 @@ def new_conversation() -> str:
     from django.contrib.auth import get_user_model
 
     from conversations import services
-    from conversations.letta_gateway import get_gateway
     from conversations.models import Agent
+    from letta_gateway import get_gateway
 
     user = get_user_model().objects.get(username="soak")
     agent = Agent.objects.filter(visible_to_users=True).first()
@@ -226,7 +226,7 @@ def main() -> int:
     parser.add_argument("--per-conversation", type=int, default=10, help="replies per thread")
     args = parser.parse_args()
 
-    from lettachat.local_letta import harness
+    from devtools.local_letta import harness
 
     print("starting the local Letta server…", flush=True)
     letta_url = os.environ.get("LETTA_BASE_URL") or harness.start()

@@ -18,10 +18,11 @@ import json
 import logging
 from dataclasses import dataclass
 
-from conversations import fragments, selectors, services
-from conversations.aio import db
-from conversations.letta_gateway import LettaError, MemoryBlockInfo, get_gateway
+from chat import fragments
+from conversations import selectors, services
 from conversations.models import Conversation, Message
+from letta_gateway import LettaError, MemoryBlockInfo, get_gateway
+from lettachat.aio import db
 
 logger = logging.getLogger(__name__)
 

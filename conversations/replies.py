@@ -30,9 +30,10 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conversations import fragments, memory, selectors, services
-from conversations.aio import db
-from conversations.letta_gateway import (
+from chat import fragments
+from conversations import memory, selectors, services
+from conversations.models import Conversation, Message, Run
+from letta_gateway import (
     ContentDelta,
     LettaBusy,
     LettaError,
@@ -47,7 +48,7 @@ from conversations.letta_gateway import (
     Usage,
     get_gateway,
 )
-from conversations.models import Conversation, Message, Run
+from lettachat.aio import db
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations.letta_gateway import Gateway, LettaError, LettaNotFound, MessageInfo
 from conversations.models import Agent, Conversation, Message, Run
+from letta_gateway import Gateway, LettaError, LettaNotFound, MessageInfo
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "channels",
-    "conversations",
+    "conversations",  # the domain: models, services, selectors, actions, the reply relay
+    "chat",  # the web: views, the websocket consumer, fragments, templates
+    "staff",  # the staff console in the Django admin
 ]
 
 MIDDLEWARE = [
@@ -134,10 +136,10 @@ if REDIS_URL:
     }
 else:
     # One process only. The default capacity (100) drops group messages under load; channels'
-    # own layer sweeps every channel on every send (conversations/layers.py).
+    # own layer sweeps every channel on every send (lettachat/layers.py).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "conversations.layers.InMemoryChannelLayer",
+            "BACKEND": "lettachat.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 5000},
         }
     }
@@ -197,7 +199,7 @@ LETTA_API_KEY = env.str("LETTA_API_KEY", default="")
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
 # The gateway to use (tests swap in a scripted fake).
-LETTA_GATEWAY = env.str("LETTA_GATEWAY", default="conversations.letta_gateway.LettaGateway")
+LETTA_GATEWAY = env.str("LETTA_GATEWAY", default="letta_gateway.client.LettaGateway")
 
 # --- Chat -----------------------------------------------------------------------------------------
 LETTACHAT_MAX_MESSAGE_CHARS = env.int("LETTACHAT_MAX_MESSAGE_CHARS", default=16_000)
@@ -206,7 +208,7 @@ LETTACHAT_STALL_SECONDS = env.float("LETTACHAT_STALL_SECONDS", default=30.0)
 # How long a relay keeps trying to resume a broken stream from Letta before giving up.
 LETTACHAT_RESUME_SECONDS = env.float("LETTACHAT_RESUME_SECONDS", default=120.0)
 LETTACHAT_RESUME_BACKOFF = env.float("LETTACHAT_RESUME_BACKOFF", default=1.0)
-# Threads for the database calls of sockets and replies (conversations/aio.py); with PostgreSQL
+# Threads for the database calls of sockets and replies (lettachat/aio.py); with PostgreSQL
 # each holds one pooled connection while it works (DATABASE_POOL_MAX_SIZE must be larger).
 LETTACHAT_DB_THREADS = env.int("LETTACHAT_DB_THREADS", default=8)
 # How long a reconnecting page waits for the relay of a running reply before taking it over.
@@ -240,7 +242,7 @@ CONTENT_SECURITY_POLICY = {
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
-# Flood limits for the conversation websocket (conversations/limits.py).
+# Flood limits for the conversation websocket (chat/limits.py).
 # At most N frames per M seconds on one socket ("N/M"); more get an error and reach nothing.
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.

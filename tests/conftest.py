@@ -15,11 +15,12 @@ import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 
-from conversations.aio import db_close_connections
-from conversations.letta_gateway import LettaGateway, get_gateway
 from conversations.models import Agent, Conversation
-from lettachat.local_letta import harness
-from tests.fakes import ScriptedGateway
+from devtools.local_letta import harness
+from letta_gateway import get_gateway
+from letta_gateway.client import LettaGateway
+from letta_gateway.fake import ScriptedGateway
+from lettachat.aio import db_close_connections
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -52,7 +53,7 @@ def fresh_channel_layer():
 
 @pytest.fixture
 def fake_gateway(settings) -> ScriptedGateway:
-    settings.LETTA_GATEWAY = "tests.fakes.ScriptedGateway"
+    settings.LETTA_GATEWAY = "letta_gateway.fake.ScriptedGateway"
     gateway = get_gateway()
     assert isinstance(gateway, ScriptedGateway)
     return gateway
@@ -139,7 +140,7 @@ def letta_agent_info(letta_url):
 def letta_gateway(settings, letta_url) -> LettaGateway:
     settings.LETTA_BASE_URL = letta_url
     settings.LETTA_API_KEY = ""
-    settings.LETTA_GATEWAY = "conversations.letta_gateway.LettaGateway"
+    settings.LETTA_GATEWAY = "letta_gateway.client.LettaGateway"
     gateway = get_gateway()
     assert isinstance(gateway, LettaGateway)
     return gateway

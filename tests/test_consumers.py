@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
-from conversations.letta_gateway import (
+from chat.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from letta_gateway import (
     ContentDelta,
     LettaUnavailable,
     MessageInfo,

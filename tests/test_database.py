@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from conversations.aio import db
+from lettachat.aio import db
 from tests.conftest import require
 
 pytestmark = pytest.mark.django_db(transaction=True)

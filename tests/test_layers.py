@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
-from conversations import layers
-from conversations.layers import InMemoryChannelLayer
+from lettachat import layers
+from lettachat.layers import InMemoryChannelLayer
 
 
 async def test_many_group_sends_and_receives_sweep_once(monkeypatch):

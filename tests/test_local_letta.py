@@ -14,7 +14,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from lettachat.local_letta import fake_model, harness  # noqa: E402
+from devtools.local_letta import fake_model, harness  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ from channels.db import database_sync_to_async
 from django.urls import reverse
 
 from conversations import memory
-from conversations.letta_gateway import (
+from conversations.models import Message
+from letta_gateway import (
     ContentDelta,
     LettaUnavailable,
     RunStarted,
@@ -21,7 +22,6 @@ from conversations.letta_gateway import (
     ToolCallDelta,
     ToolReturn,
 )
-from conversations.models import Message
 from tests.html_safety import assert_inert
 from tests.page_model import PageModel, parse
 from tests.websocket import frames_until_idle, open_socket, send_message
@@ -313,7 +313,7 @@ def test_a_reloaded_turn_still_shows_what_changed(logged_in, conversation):
 
 
 def test_what_changed_is_shown_as_text_whatever_it_holds():
-    from conversations import fragments
+    from chat import fragments
 
     returned = Message(
         pk=9,

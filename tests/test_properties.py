@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from conversations import fragments, limits
-from conversations.consumers import MessageRejected, validate_message
+from chat import fragments, limits
+from chat.consumers import MessageRejected, validate_message
+from chat.rendering import render_markdown
 from conversations.models import Agent, Conversation, Message
-from conversations.rendering import render_markdown
 from tests.html_safety import assert_inert, inert_problems
 
 LIMIT = 40  # a small limit, so generated text crosses it often

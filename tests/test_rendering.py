@@ -2,7 +2,7 @@
 
 import pytest
 
-from conversations.rendering import render_markdown
+from chat.rendering import render_markdown
 from tests.html_safety import assert_inert, inert_problems
 
 

@@ -14,7 +14,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import replies
-from conversations.letta_gateway import (
+from conversations.models import Message, Run
+from letta_gateway import (
     ContentDelta,
     LettaBusy,
     LettaUnavailable,
@@ -23,7 +24,6 @@ from conversations.letta_gateway import (
     Stopped,
     ToolCallDelta,
 )
-from conversations.models import Message, Run
 from tests.page_model import PageModel
 from tests.websocket import frames_until_idle, open_socket, send_message
 

@@ -15,14 +15,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import fragments, replies, selectors
-from conversations.letta_gateway import (
+from chat import fragments
+from conversations import replies, selectors
+from conversations.models import Message, Run
+from letta_gateway import (
     ContentDelta,
     RunStarted,
     Stopped,
     Usage,
 )
-from conversations.models import Message, Run
 from tests.page_model import parse
 from tests.websocket import frames_until_idle, open_socket, send_message
 

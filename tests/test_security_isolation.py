@@ -38,10 +38,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, path, reverse
 
-from conversations.letta_gateway import ConversationInfo
+from chat.routing import websocket_urlpatterns
 from conversations.models import Agent, Conversation, Message
-from conversations.routing import websocket_urlpatterns
-from tests.fakes import ScriptedGateway
+from letta_gateway import ConversationInfo
+from letta_gateway.fake import ScriptedGateway
 
 pytestmark = pytest.mark.django_db
 
@@ -264,7 +264,7 @@ class WatchedGateway(ScriptedGateway):
 
 @pytest.fixture
 def gateway(settings) -> WatchedGateway:
-    from conversations.letta_gateway import get_gateway
+    from letta_gateway import get_gateway
 
     settings.LETTA_GATEWAY = "tests.test_security_isolation.WatchedGateway"
     gateway = get_gateway()
@@ -562,7 +562,7 @@ async def test_a_websocket_route_refuses_someone_elses_things(
 ):
     from channels.db import database_sync_to_async
 
-    from conversations.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+    from chat.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
     from tests.websocket import open_socket
 
     assert WEBSOCKET_CASES[route] == "conversation"

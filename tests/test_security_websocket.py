@@ -14,9 +14,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from conversations import limits
-from conversations.consumers import CLOSE_UNAUTHENTICATED
-from conversations.limits import CLOSE_TOO_MANY_SOCKETS
+from chat import limits
+from chat.consumers import CLOSE_UNAUTHENTICATED
+from chat.limits import CLOSE_TOO_MANY_SOCKETS
 from lettachat.asgi import application
 from tests.websocket import ORIGIN, _session_cookie, frames_until_idle, open_socket, send_message
 

@@ -13,9 +13,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import fragments, selectors, services
-from conversations.letta_gateway import ConversationInfo, LettaUnavailable, MessageInfo
+from chat import fragments
+from conversations import selectors, services
 from conversations.models import Conversation, Message
+from letta_gateway import ConversationInfo, LettaUnavailable, MessageInfo
 from tests.html_safety import assert_inert
 
 pytestmark = pytest.mark.django_db

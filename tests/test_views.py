@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from conversations.letta_gateway import LettaUnavailable
 from conversations.models import Conversation, Message
+from letta_gateway import LettaUnavailable
 from tests.html_safety import assert_inert
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conversations import fragments, replies, services
-from conversations.letta_gateway import LettaNotFound
+from chat import fragments
+from conversations import replies, services
 from conversations.models import Conversation, Message
+from letta_gateway import LettaNotFound
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

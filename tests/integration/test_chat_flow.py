@@ -78,7 +78,7 @@ def test_bootstrap_makes_a_demo_agent_visible_and_a_first_login(
 ):
     from django.contrib.auth import get_user_model
 
-    from lettachat.local_letta import harness
+    from devtools.local_letta import harness
 
     settings.VAR_DIR = tmp_path
     call_command("bootstrap", "--demo-agent-model", harness.MODEL_HANDLE)

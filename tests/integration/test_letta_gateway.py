@@ -7,15 +7,15 @@ import uuid
 
 import pytest
 
-from conversations.letta_gateway import (
+from letta_gateway import (
     ContentDelta,
-    LettaGateway,
     LettaNotFound,
     LettaUnavailable,
     RunStarted,
     Stopped,
     Usage,
 )
+from letta_gateway.client import LettaGateway
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,10 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations import services
-from conversations.letta_gateway import AgentInfo, LettaGateway, LettaNotFound
 from conversations.models import Agent, Message, Run
-from lettachat.local_letta import harness
+from devtools.local_letta import harness
+from letta_gateway import AgentInfo, LettaNotFound
+from letta_gateway.client import LettaGateway
 from tests.page_model import PageModel, parse
 from tests.websocket import frames_until_idle, open_socket, send_message
 

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 
 from conversations import services
 from conversations.models import Message, Run
-from lettachat.local_letta import harness
+from devtools.local_letta import harness
 from tests.page_model import PageModel
 from tests.websocket import frames_until_idle, open_socket, send_message
 

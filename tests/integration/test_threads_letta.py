@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from conversations import services
-from conversations.letta_gateway import LettaNotFound
 from conversations.models import Conversation, Message
+from letta_gateway import LettaNotFound
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import services
-from conversations.letta_gateway import LettaError, get_gateway
+from letta_gateway import LettaError, get_gateway
 
 
 class Command(BaseCommand):

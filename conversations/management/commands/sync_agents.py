@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations import services
-from conversations.letta_gateway import LettaError, get_gateway
+from letta_gateway import LettaError, get_gateway
 
 
 class Command(BaseCommand):

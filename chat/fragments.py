@@ -14,10 +14,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from conversations import selectors
-from conversations.letta_gateway import MemoryBlockInfo
 from conversations.models import Conversation, Message, Run
+from letta_gateway import MemoryBlockInfo
 
-PAGE = "conversations/chat.html"
+PAGE = "chat/chat.html"
 
 
 def message_appended(message: Message) -> str:

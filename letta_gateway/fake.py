@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from conversations.letta_gateway import (
+from letta_gateway import (
     AgentInfo,
     ContentDelta,
     ConversationInfo,

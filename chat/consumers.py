@@ -15,9 +15,10 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import fragments, limits, replies, selectors, services
-from conversations.aio import db
+from chat import fragments, limits
+from conversations import replies, selectors, services
 from conversations.models import Conversation, Run
+from lettachat.aio import db
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 from django import template
 from django.utils.safestring import SafeString
 
-from conversations.rendering import render_markdown
+from chat.rendering import render_markdown
 
 register = template.Library()
 

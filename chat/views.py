@@ -17,10 +17,10 @@ from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from conversations import selectors, services
-from conversations.letta_gateway import LettaError, get_gateway
 from conversations.models import Agent, Conversation, Message
+from letta_gateway import LettaError, get_gateway
 
-PAGE = "conversations/chat.html"
+PAGE = "chat/chat.html"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -93,7 +93,7 @@ def conversation_create(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     except LettaError as exc:
         message = f"Could not start a conversation: {exc}"
         if request.htmx:
-            response = render(request, "conversations/flash.html", {"message": message})
+            response = render(request, "chat/flash.html", {"message": message})
             return reswap(retarget(response, "#flash"), "innerHTML")
         return render(
             request, PAGE, {**_context(request, agent=agent), "flash": message}, status=503
@@ -111,7 +111,7 @@ def letta_status(request: HtmxHttpRequest) -> HttpResponse:
     try:
         get_gateway().health()
     except LettaError as exc:
-        return render(request, "conversations/letta_status.html", {"error": str(exc)})
+        return render(request, "chat/letta_status.html", {"error": str(exc)})
     return HttpResponse("")
 
 
@@ -126,7 +126,7 @@ def _thread_response(request: HtmxHttpRequest, context: dict[str, object]) -> Ht
 
 # --- Threads: sidebar pages, search, older messages, rename, archive, delete, fork ---------------
 
-THREADS = "conversations/threads.html"
+THREADS = "chat/threads.html"
 # Sent by links inside the loaded sidebar lists (hx-headers): the thread switch then only moves
 # the "current" mark, so pages loaded by scrolling and the list's scroll position stay.
 SIDEBAR_HEADER = "X-Lettachat-Sidebar"
@@ -220,7 +220,7 @@ def _failure(
 ) -> HttpResponse:
     """Say what went wrong: in the flash line for htmx, else on the conversation's page."""
     if request.htmx:
-        flash = render_to_string("conversations/flash.html", {"message": message}, request=request)
+        flash = render_to_string("chat/flash.html", {"message": message}, request=request)
         return reswap(retarget(HttpResponse(flash + extra), "#flash"), "innerHTML")
     context = _context(request, agent=conversation.agent, conversation=conversation)
     return render(request, PAGE, {**context, "flash": message}, status=status)

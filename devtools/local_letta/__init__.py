@@ -1,7 +1,7 @@
 """A real Letta server (letta==0.16.8) on loopback for lettachat's tests and dev runs.
 
 See ``harness`` for the API and environment variables, ``fake_model`` for the scripted model.
-The names below are loaded lazily so that ``python -m lettachat.local_letta.fake_model`` does
+The names below are loaded lazily so that ``python -m devtools.local_letta.fake_model`` does
 not import the harness first.
 """
 

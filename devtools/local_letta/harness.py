@@ -12,18 +12,18 @@ What runs (all detached, so they outlive the caller; pid files in ``<dir>/run``,
   from the sdist (the wheel lacks them);
 * a private ``redis-server`` from the OS (bound to 127.0.0.1, no persistence).  Without it Letta
   answers 503 for ``background=True`` runs and stream resumption; foreground streaming works;
-* the scripted OpenAI-compatible model ``lettachat.local_letta.fake_model`` (run with
+* the scripted OpenAI-compatible model ``devtools.local_letta.fake_model`` (run with
   ``sys.executable``), unless ``LOCAL_LETTA_MODEL_URL`` points Letta at a real model.
 
 Python API::
 
-    from lettachat.local_letta import harness
+    from devtools.local_letta import harness
     url = harness.start()          # "http://127.0.0.1:8283"; returns at once if already healthy
     harness.MODEL_HANDLE           # "openai-proxy/lettachat-demo": the model handle for agents
     harness.restart_letta()        # stop + start only the Letta server (db, redis, model stay up)
     harness.stop()                 # stop everything
 
-CLI: ``python -m lettachat.local_letta CMD`` with CMD one of install, start (default), stop,
+CLI: ``python -m devtools.local_letta CMD`` with CMD one of install, start (default), stop,
 status, url, restart-letta, stop-letta, start-letta.
 
 Environment (all optional; read when the functions are called, except MODEL_HANDLE at import):
@@ -796,7 +796,7 @@ def _start_model(cfg: Config) -> None:
         [
             sys.executable,
             "-m",
-            "lettachat.local_letta.fake_model",
+            "devtools.local_letta.fake_model",
             "--host",
             "127.0.0.1",
             "--port",
@@ -1008,7 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
             print(start_letta(), flush=True)
         else:
             print(
-                "usage: python -m lettachat.local_letta "
+                "usage: python -m devtools.local_letta "
                 "[install|start|stop|status|url|restart-letta|stop-letta|start-letta]",
                 file=sys.stderr,
             )

@@ -1,7 +1,8 @@
-"""The one place lettachat talks to Letta.
+"""The real gateway: the one place lettachat talks to Letta.
 
 Only this module imports ``letta_client`` (ruff's banned-api rule enforces it). Everything it hands
-back is one of the frozen dataclasses below, and everything that goes wrong is a ``LettaError``.
+back is one of the frozen dataclasses of ``letta_gateway.types``, and everything that goes wrong is
+a ``LettaError`` (``letta_gateway.errors``).
 
 Sends are never retried: a retried ``messages.create`` is a second agent turn. Reads may be.
 """
@@ -16,18 +17,30 @@ import re
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from functools import cache
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import httpx
 import letta_client
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
-from django.utils.module_loading import import_string
 from letta_client import AsyncLetta, Letta
+
+from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnavailable
+from letta_gateway.types import (
+    AgentInfo,
+    ContentDelta,
+    ConversationInfo,
+    MemoryBlockInfo,
+    MessageInfo,
+    MessageKind,
+    Ping,
+    RunStarted,
+    Stopped,
+    StreamError,
+    StreamEvent,
+    ToolCallDelta,
+    ToolReturn,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,198 +61,6 @@ def _import_client_resources() -> None:
 
 
 _import_client_resources()
-
-
-# --- Errors --------------------------------------------------------------------------------------
-
-
-class LettaError(Exception):
-    """Something went wrong talking to Letta. ``str(error)`` is fit to show a person."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class LettaUnavailable(LettaError):
-    """Letta could not be reached, or did not answer in time."""
-
-
-class LettaNotFound(LettaError):
-    """Letta does not know the agent, conversation or run."""
-
-
-class LettaBusy(LettaError):
-    """The conversation already has a run in progress (HTTP 409); ``run_id`` names it if known."""
-
-    def __init__(self, message: str, *, status: int | None = 409, run_id: str = "") -> None:
-        super().__init__(message, status=status)
-        self.run_id = run_id
-
-
-# --- What the gateway returns --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryBlockInfo:
-    label: str
-    value: str
-    limit: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
-    letta_id: str
-    name: str
-    description: str
-    model: str
-    blocks: tuple[MemoryBlockInfo, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationInfo:
-    letta_id: str
-    agent_id: str
-    summary: str
-    created_at: datetime | None
-    last_message_at: datetime | None
-
-
-MessageKind = Literal[
-    "user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class MessageInfo:
-    """A whole message as Letta stores it."""
-
-    letta_id: str
-    message_type: MessageKind
-    content: str
-    created_at: datetime
-    name: str = ""
-    otid: str = ""
-    run_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RunStarted:
-    """The first event of a reply: Letta has accepted the message and started a run."""
-
-    run_id: str
-    seq_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """A keep-alive inside a running reply: the run is alive but has nothing new to say."""
-
-    seq_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ContentDelta:
-    """A piece of an assistant or reasoning message; pieces of one message share ``message_id``."""
-
-    message_id: str
-    kind: Literal["assistant", "reasoning"]
-    text: str
-    run_id: str = ""
-    seq_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    message_id: str
-    tool_call_id: str
-    name: str
-    arguments: str
-    run_id: str = ""
-    seq_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolReturn:
-    message_id: str
-    tool_call_id: str
-    status: str
-    content: str
-    run_id: str = ""
-    seq_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamError:
-    """Letta reported an error inside the stream (the run failed)."""
-
-    error_type: str
-    message: str
-    detail: str = ""
-    run_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """Why the agent loop stopped: ``end_turn`` is the normal end of a reply."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    total_tokens: int | None
-    context_tokens: int | None
-    step_count: int | None
-
-
-StreamEvent = (
-    RunStarted | Ping | ContentDelta | ToolCallDelta | ToolReturn | StreamError | Stopped | Usage
-)
-
-
-class Gateway(Protocol):
-    """What the rest of lettachat needs from Letta; ``tests/fakes.py`` has a scripted one."""
-
-    def health(self) -> str: ...
-    def list_agents(self) -> list[AgentInfo]: ...
-    def create_agent(
-        self, *, name: str, model: str, description: str, blocks: dict[str, str]
-    ) -> AgentInfo: ...
-    def create_conversation(self, *, agent_id: str) -> ConversationInfo: ...
-    def list_messages(
-        self, *, conversation_id: str, after: str | None = None, limit: int = 100
-    ) -> list[MessageInfo]: ...
-    async def alist_messages(
-        self, *, conversation_id: str, after: str | None = None, limit: int = 100
-    ) -> list[MessageInfo]: ...
-    def astream_reply(
-        self, *, conversation_id: str, text: str, otid: str
-    ) -> AsyncIterator[StreamEvent]: ...
-    def astream_resume(
-        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
-    ) -> AsyncIterator[StreamEvent]: ...
-    async def acancel(self, *, conversation_id: str) -> bool: ...
-    def list_conversations(
-        self,
-        *,
-        agent_id: str,
-        after: str | None = None,
-        limit: int = 50,
-        summary_search: str | None = None,
-    ) -> list[ConversationInfo]: ...
-    def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo: ...
-    def delete_conversation(self, *, conversation_id: str) -> None: ...
-    def fork_conversation(
-        self, *, conversation_id: str, message_id: str | None = None
-    ) -> ConversationInfo: ...
-    def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
-    async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
-
-
-# --- The real one ---------------------------------------------------------------------------------
 
 
 def _error_from(exc: Exception) -> LettaError:
@@ -659,15 +480,3 @@ class LettaGateway:
                 if len(page.items) < self.BLOCK_PAGE:
                     return blocks
                 after = page.items[-1].id
-
-
-@cache
-def get_gateway() -> Gateway:
-    """The process's gateway, built from ``settings.LETTA_GATEWAY``."""
-    return import_string(settings.LETTA_GATEWAY)()
-
-
-@receiver(setting_changed)
-def _forget_gateway(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("LETTA_"):
-        get_gateway.cache_clear()

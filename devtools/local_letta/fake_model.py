@@ -4,7 +4,7 @@ The real Letta server (see ``harness.py``) talks to this instead of a real LLM, 
 whole stack runs offline and deterministically.  It can also be used on its own, in-process
 (``make_server(port=0)`` + ``serve_in_thread``) or as a program::
 
-    python -m lettachat.local_letta.fake_model --host 127.0.0.1 --port 8399
+    python -m devtools.local_letta.fake_model --host 127.0.0.1 --port 8399
 
 Endpoints
     GET  /v1/models               one chat model, ``FAKE_MODEL_ID`` (default ``lettachat-demo``)

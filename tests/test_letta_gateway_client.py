@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conversations.letta_gateway import LettaBusy, LettaError, LettaGateway
+from letta_gateway import LettaBusy, LettaError
+from letta_gateway.client import LettaGateway
 
 
 class _Failing(BaseHTTPRequestHandler):
@@ -91,8 +92,8 @@ def test_the_sdks_resources_are_imported_with_the_gateway():
     import pkgutil
     import sys
 
-    import conversations.letta_gateway  # noqa: F401
-    from conversations.letta_gateway import letta_client
+    import letta_gateway.client  # noqa: F401
+    from letta_gateway.client import letta_client
 
     resources = letta_client.resources
     names = [m.name for m in pkgutil.walk_packages(resources.__path__, f"{resources.__name__}.")]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.consumers import ConversationConsumer
+from chat.consumers import ConversationConsumer
 
 websocket_urlpatterns = [
     path("ws/c/<str:conversation_id>/", ConversationConsumer.as_asgi()),
