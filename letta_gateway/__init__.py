@@ -66,7 +66,8 @@ __all__ = [
 @cache
 def get_gateway() -> Gateway:
     """The process's gateway, built from ``settings.LETTA_GATEWAY``."""
-    return import_string(settings.LETTA_GATEWAY)()
+    gateway: Gateway = import_string(settings.LETTA_GATEWAY)()
+    return gateway
 
 
 @receiver(setting_changed)

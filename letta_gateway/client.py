@@ -95,6 +95,11 @@ def _translated_errors() -> Iterator[None]:
         raise _error_from(exc) from exc
 
 
+def _after(cursor: str | None) -> dict[str, Any]:
+    """The ``after`` cursor of a list call, left out when there is none."""
+    return {"after": cursor} if cursor else {}
+
+
 def _text_of(content: Any) -> str:
     """Letta message content is a string or a list of typed parts."""
     if content is None:
@@ -254,7 +259,7 @@ class LettaGateway:
                     limit=100,
                     order="asc",
                     include=["agent.blocks"],
-                    **({"after": after} if after else {}),
+                    **_after(after),
                 )
                 batch = list(page.items if hasattr(page, "items") else page)
                 agents.extend(self._agent_info(a) for a in batch)
@@ -282,7 +287,7 @@ class LettaGateway:
         """Messages oldest first, after message ``after`` (a cursor, never an offset)."""
         with _translated_errors():
             page = self._client.conversations.messages.list(
-                conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
+                conversation_id, order="asc", limit=limit, **_after(after)
             )
             return [info for m in page.items if (info := _message_info(m)) is not None]
 
@@ -291,7 +296,7 @@ class LettaGateway:
     ) -> list[MessageInfo]:
         with _translated_errors():
             page = await self._aclients()[0].conversations.messages.list(
-                conversation_id, order="asc", limit=limit, **({"after": after} if after else {})
+                conversation_id, order="asc", limit=limit, **_after(after)
             )
             return [info for m in page.items if (info := _message_info(m)) is not None]
 
@@ -457,7 +462,7 @@ class LettaGateway:
                     agent_id,
                     limit=self.BLOCK_PAGE,
                     order="asc",
-                    **({"after": after} if after else {}),
+                    **_after(after),
                 )
                 blocks.extend(self._block_info(b) for b in page.items)
                 if len(page.items) < self.BLOCK_PAGE:
@@ -474,7 +479,7 @@ class LettaGateway:
                     agent_id,
                     limit=self.BLOCK_PAGE,
                     order="asc",
-                    **({"after": after} if after else {}),
+                    **_after(after),
                 )
                 blocks.extend(self._block_info(b) for b in page.items)
                 if len(page.items) < self.BLOCK_PAGE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,7 +30,8 @@ from letta_gateway import (
 
 @dataclass
 class Script:
-    events: list[StreamEvent] | LettaError
+    # Events, or an exception where the stream breaks; or an error the send raises at once.
+    events: Sequence[StreamEvent | BaseException] | LettaError
     hold_after: int | None = None
     gate: asyncio.Event | None = None
     cancelled: bool = False
@@ -45,7 +46,7 @@ class ScriptedGateway:
     sent: list[dict[str, str]] = field(default_factory=list)
     stored: dict[str, list[MessageInfo]] = field(default_factory=dict)
     down: LettaError | None = None
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Conversations (threads): what Letta holds, and what was asked of it.
     conversations: dict[str, ConversationInfo] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # ids Letta answers 404 for
@@ -64,7 +65,10 @@ class ScriptedGateway:
 
     # scripting --------------------------------------------------------------------------------
     def enqueue(
-        self, events: list[StreamEvent] | LettaError, *, hold_after: int | None = None
+        self,
+        events: Sequence[StreamEvent | BaseException] | LettaError,
+        *,
+        hold_after: int | None = None,
     ) -> asyncio.Event | None:
         gate = asyncio.Event() if hold_after is not None else None
         self.scripts.append(Script(events, hold_after, gate))
@@ -140,7 +144,10 @@ class ScriptedGateway:
             yield event
 
     def enqueue_resume(
-        self, events: list[StreamEvent] | LettaError, *, hold_after: int | None = None
+        self,
+        events: Sequence[StreamEvent | BaseException] | LettaError,
+        *,
+        hold_after: int | None = None,
     ) -> asyncio.Event | None:
         """What the next ``astream_resume`` yields."""
         gate = asyncio.Event() if hold_after is not None else None
@@ -176,7 +183,8 @@ class ScriptedGateway:
         self.active = script
         try:
             streaming = False
-            for index, event in enumerate(script.events):  # type: ignore[arg-type]
+            assert not isinstance(script.events, LettaError)
+            for index, event in enumerate(script.events):
                 if script.hold_after is not None and index == script.hold_after and script.gate:
                     await script.gate.wait()
                 if streaming and script.pieces is not None:

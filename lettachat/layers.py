@@ -16,7 +16,7 @@ from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 SWEEP_INTERVAL = 1.0
 
 
-class InMemoryChannelLayer(_InMemoryChannelLayer):
+class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]  # channels is untyped
     _swept_at = float("-inf")
 
     def _clean_expired(self) -> None:
