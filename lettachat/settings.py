@@ -15,7 +15,11 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import django_stubs_ext
 import environ
+
+# Generic admin and model classes (``admin.ModelAdmin[Agent]``) at run time, as the types say.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("LETTACHAT_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -182,6 +186,9 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Proxies in front of lettachat whose X-Forwarded-For entries are believed (0: none, the client
+# is REMOTE_ADDR). Used for the address in the audit log and the request log.
+LETTACHAT_TRUSTED_PROXIES = env.int("LETTACHAT_TRUSTED_PROXIES", default=0)
 
 LOGGING = {
     "version": 1,
