@@ -22,8 +22,10 @@ from django.utils.module_loading import import_string
 
 from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnavailable
 from letta_gateway.types import (
+    AgentConfig,
     AgentInfo,
     ContentDelta,
+    ConversationDetails,
     ConversationInfo,
     Gateway,
     MemoryBlockInfo,
@@ -35,13 +37,16 @@ from letta_gateway.types import (
     StreamError,
     StreamEvent,
     ToolCallDelta,
+    ToolInfo,
     ToolReturn,
     Usage,
 )
 
 __all__ = [
+    "AgentConfig",
     "AgentInfo",
     "ContentDelta",
+    "ConversationDetails",
     "ConversationInfo",
     "Gateway",
     "LettaBusy",
@@ -57,6 +62,7 @@ __all__ = [
     "StreamError",
     "StreamEvent",
     "ToolCallDelta",
+    "ToolInfo",
     "ToolReturn",
     "Usage",
     "get_gateway",

@@ -26,8 +26,10 @@ from letta_client import AsyncLetta, Letta
 
 from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnavailable
 from letta_gateway.types import (
+    AgentConfig,
     AgentInfo,
     ContentDelta,
+    ConversationDetails,
     ConversationInfo,
     MemoryBlockInfo,
     MessageInfo,
@@ -38,6 +40,7 @@ from letta_gateway.types import (
     StreamError,
     StreamEvent,
     ToolCallDelta,
+    ToolInfo,
     ToolReturn,
     Usage,
 )
@@ -258,7 +261,7 @@ class LettaGateway:
                 page = self._client.agents.list(
                     limit=100,
                     order="asc",
-                    include=["agent.blocks"],
+                    include=["agent.blocks", "agent.tags"],
                     **_after(after),
                 )
                 batch = list(page.items if hasattr(page, "items") else page)
@@ -267,18 +270,15 @@ class LettaGateway:
                     return agents
                 after = batch[-1].id
 
-    @staticmethod
-    def _agent_info(agent: Any) -> AgentInfo:
-        blocks = tuple(
-            MemoryBlockInfo(label=b.label or "", value=b.value or "", limit=b.limit)
-            for b in (getattr(agent, "blocks", None) or [])
-        )
+    @classmethod
+    def _agent_info(cls, agent: Any) -> AgentInfo:
         return AgentInfo(
             letta_id=agent.id,
             name=agent.name or agent.id,
             description=agent.description or "",
             model=agent.model or "",
-            blocks=blocks,
+            blocks=tuple(cls._block_info(b) for b in (getattr(agent, "blocks", None) or [])),
+            tags=tuple(getattr(agent, "tags", None) or ()),
         )
 
     def list_messages(
@@ -427,6 +427,18 @@ class LettaGateway:
             conv = self._send_client.conversations.update(conversation_id, summary=summary)
         return self._conversation_info(conv)
 
+    def retrieve_conversation(self, *, conversation_id: str) -> ConversationDetails:
+        with _translated_errors():
+            conv = self._client.conversations.retrieve(conversation_id)
+        return ConversationDetails(
+            letta_id=conv.id,
+            agent_id=conv.agent_id,
+            summary=conv.summary or "",
+            created_at=conv.created_at,
+            last_message_at=conv.last_message_at,
+            in_context_message_ids=tuple(getattr(conv, "in_context_message_ids", None) or ()),
+        )
+
     def delete_conversation(self, *, conversation_id: str) -> None:
         with _translated_errors():
             self._send_client.conversations.delete(conversation_id)
@@ -450,7 +462,14 @@ class LettaGateway:
 
     @staticmethod
     def _block_info(block: Any) -> MemoryBlockInfo:
-        return MemoryBlockInfo(label=block.label or "", value=block.value or "", limit=block.limit)
+        return MemoryBlockInfo(
+            label=block.label or "",
+            value=block.value or "",
+            limit=block.limit,
+            block_id=getattr(block, "id", None) or "",
+            read_only=bool(getattr(block, "read_only", False)),
+            description=getattr(block, "description", None) or "",
+        )
 
     def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
         """The agent's core memory blocks, oldest first (read in cursor pages)."""
@@ -485,3 +504,175 @@ class LettaGateway:
                 if len(page.items) < self.BLOCK_PAGE:
                     return blocks
                 after = page.items[-1].id
+
+    # Agents of their own: copies of a template, identities, common blocks ----------------------
+
+    def agent_config(self, *, agent_id: str) -> AgentConfig:
+        """The agent's model, system prompt, tools, tool rules and memory blocks."""
+        with _translated_errors():
+            agent = self._client.agents.retrieve(
+                agent_id, include=["agent.tools", "agent.blocks", "agent.tags"]
+            )
+        llm_config = getattr(agent, "llm_config", None)
+        return AgentConfig(
+            letta_id=agent.id,
+            name=agent.name or agent.id,
+            description=agent.description or "",
+            model=agent.model or (getattr(llm_config, "handle", None) or ""),
+            agent_type=str(agent.agent_type or ""),
+            system=agent.system or "",
+            tools=tuple(ToolInfo(t.id, t.name or "") for t in agent.tools or []),
+            tool_rules=tuple(
+                r if isinstance(r, dict) else r.model_dump(exclude_none=True)
+                for r in agent.tool_rules or []
+            ),
+            blocks=tuple(self._block_info(b) for b in agent.blocks or []),
+            tags=tuple(agent.tags or ()),
+            context_window=getattr(llm_config, "context_window", None),
+        )
+
+    def create_agent_copy(
+        self,
+        *,
+        template: AgentConfig,
+        name: str,
+        skip_labels: frozenset[str] = frozenset(),
+        block_ids: tuple[str, ...] = (),
+        identity_id: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> AgentInfo:
+        """A new agent made from ``template``: its model, system prompt, tools and tool rules
+        exactly (no base tools or rules added), and new memory blocks holding the template's
+        values, except ``skip_labels``; the existing blocks ``block_ids`` are attached instead.
+        """
+        blocks = [
+            {
+                "label": b.label,
+                "value": b.value,
+                **({"limit": b.limit} if b.limit is not None else {}),
+                **({"description": b.description} if b.description else {}),
+                "read_only": b.read_only,
+            }
+            for b in template.blocks
+            if b.label not in skip_labels
+        ]
+        options: dict[str, Any] = {}
+        if identity_id:
+            options["identity_ids"] = [identity_id]
+        if block_ids:
+            options["block_ids"] = list(block_ids)
+        with _translated_errors():
+            agent = self._send_client.agents.create(
+                name=name,
+                model=template.model,
+                agent_type=template.agent_type or "letta_v1_agent",
+                system=template.system,
+                description=template.description,
+                tool_ids=[t.tool_id for t in template.tools],
+                tool_rules=list(template.tool_rules),
+                memory_blocks=blocks,
+                tags=list(tags),
+                include_base_tools=False,
+                include_base_tool_rules=False,
+                **options,
+            )
+        return self._agent_info(agent)
+
+    def reapply_agent_config(self, *, agent_id: str, template: AgentConfig) -> None:
+        """Give an agent ``template``'s system prompt, tools and tool rules; memory untouched."""
+        with _translated_errors():
+            self._client.agents.update(
+                agent_id,
+                system=template.system,
+                tool_ids=[t.tool_id for t in template.tools],
+                tool_rules=list(template.tool_rules),
+            )
+
+    def delete_agent(self, *, agent_id: str, keep_block_ids: frozenset[str] = frozenset()) -> None:
+        """Delete an agent and the memory blocks only it uses (Letta leaves blocks behind),
+        except ``keep_block_ids`` (blocks that are someone else's to keep, even if attached
+        nowhere else now).
+
+        Blocks first: if this stops half-way, the agent is still there to find them from.
+        """
+        with _translated_errors():
+            for block in self.list_blocks(agent_id=agent_id):
+                if block.block_id in keep_block_ids:
+                    continue
+                users = self._client.blocks.agents.list(block.block_id, limit=2)
+                if [a.id for a in users.items] == [agent_id]:
+                    self._client.blocks.delete(block.block_id)
+            self._client.agents.delete(agent_id)
+
+    def identity_ensure(self, *, identifier_key: str, name: str) -> str:
+        """The id of the Letta identity ``identifier_key``, made if there is none.
+
+        (Letta 0.16.8's upsert answers 404 for a key it does not know yet: find, else create.)
+        """
+        with _translated_errors():
+            for attempt in range(2):
+                if ids := self._identity_ids(identifier_key):
+                    return ids[0]
+                try:
+                    made = self._send_client.post(
+                        "/v1/identities/",
+                        body={
+                            "identifier_key": identifier_key,
+                            "name": name,
+                            "identity_type": "user",
+                        },
+                        cast_to=object,
+                    )
+                    return str(_field(made, "id"))
+                except letta_client.ConflictError:
+                    if attempt:  # made by someone else meanwhile, yet not listed: give up
+                        raise
+        raise AssertionError("unreachable")
+
+    def _identity_ids(self, identifier_key: str) -> list[str]:
+        found = self._client.get(
+            "/v1/identities/",
+            options={"params": {"identifier_key": identifier_key}},
+            cast_to=object,
+        )
+        return [str(_field(i, "id")) for i in found or [] if isinstance(i, dict)]
+
+    def delete_identity(self, *, identifier_key: str) -> None:
+        """Delete the identity ``identifier_key`` (its agents stay); LettaNotFound if none."""
+        with _translated_errors():
+            ids = self._identity_ids(identifier_key)
+            if not ids:
+                raise LettaNotFound("Letta has no such identity.", status=404)
+            for identity_id in ids:
+                self._client.delete(f"/v1/identities/{identity_id}", cast_to=object)
+
+    def create_block(
+        self, *, label: str, value: str, limit: int | None, read_only: bool, description: str = ""
+    ) -> MemoryBlockInfo:
+        options: dict[str, Any] = {}
+        if limit is not None:
+            options["limit"] = limit
+        if description:
+            options["description"] = description
+        with _translated_errors():
+            block = self._send_client.blocks.create(
+                label=label, value=value, read_only=read_only, **options
+            )
+        return self._block_info(block)
+
+    def attach_block(self, *, agent_id: str, block_id: str) -> None:
+        with _translated_errors():
+            self._client.agents.blocks.attach(block_id, agent_id=agent_id)
+
+    def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo:
+        with _translated_errors():
+            block = self._client.blocks.update(block_id, value=value)
+        return self._block_info(block)
+
+    def delete_block(self, *, block_id: str) -> None:
+        with _translated_errors():
+            self._client.blocks.delete(block_id)
+
+
+def _field(data: object, name: str) -> object:
+    return data.get(name) if isinstance(data, dict) else getattr(data, name, None)

@@ -11,12 +11,14 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from letta_gateway import (
+    AgentConfig,
     AgentInfo,
     ContentDelta,
+    ConversationDetails,
     ConversationInfo,
     LettaError,
     LettaNotFound,
@@ -25,6 +27,7 @@ from letta_gateway import (
     RunStarted,
     Stopped,
     StreamEvent,
+    ToolInfo,
 )
 
 
@@ -62,6 +65,13 @@ class ScriptedGateway:
     # Memory: each agent's blocks (by agent id), and how often they were read.
     blocks: dict[str, list[MemoryBlockInfo]] = field(default_factory=dict)
     block_reads: list[str] = field(default_factory=list)
+    # Agents of their own: configs by agent id, copies made, identities, standalone blocks.
+    configs: dict[str, AgentConfig] = field(default_factory=dict)
+    copies: list[dict[str, object]] = field(default_factory=list)
+    reapplied: list[str] = field(default_factory=list)
+    deleted_agents: list[str] = field(default_factory=list)
+    identities: dict[str, str] = field(default_factory=dict)
+    standalone_blocks: dict[str, MemoryBlockInfo] = field(default_factory=dict)
 
     # scripting --------------------------------------------------------------------------------
     def enqueue(
@@ -112,6 +122,7 @@ class ScriptedGateway:
     ) -> AgentInfo:
         info = AgentInfo(f"agent-{next(self._ids)}", name, description, model)
         self.agents.append(info)
+        self.set_blocks(info.letta_id, **blocks)
         return info
 
     def create_conversation(self, *, agent_id: str) -> ConversationInfo:
@@ -240,6 +251,16 @@ class ScriptedGateway:
         self.conversations[conversation_id] = info
         return info
 
+    def retrieve_conversation(self, *, conversation_id: str) -> ConversationDetails:
+        self._check(conversation_id)
+        info = self.conversations.get(conversation_id)
+        if info is None:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+        ids = tuple(m.letta_id for m in self.stored.get(conversation_id, []))
+        return ConversationDetails(
+            info.letta_id, info.agent_id, info.summary, info.created_at, info.last_message_at, ids
+        )
+
     def delete_conversation(self, *, conversation_id: str) -> None:
         self._check(conversation_id)
         self.conversations.pop(conversation_id, None)
@@ -275,7 +296,9 @@ class ScriptedGateway:
     def set_blocks(self, agent_id: str, **values: str | tuple[str, int | None]) -> None:
         """The agent's blocks: ``human="…"`` or ``human=("…", limit)``."""
         self.blocks[agent_id] = [
-            MemoryBlockInfo(label, *(v if isinstance(v, tuple) else (v, 5000)))
+            MemoryBlockInfo(
+                label, *(v if isinstance(v, tuple) else (v, 5000)), f"block-{agent_id}-{label}"
+            )
             for label, v in values.items()
         ]
 
@@ -290,3 +313,105 @@ class ScriptedGateway:
 
     async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]:
         return self.list_blocks(agent_id=agent_id)
+
+    # agents of their own ----------------------------------------------------------------------
+    def agent_config(self, *, agent_id: str) -> AgentConfig:
+        if self.down:
+            raise self.down
+        if agent_id in self.configs:
+            return self.configs[agent_id]
+        agent = next((a for a in self.agents if a.letta_id == agent_id), None)
+        if agent is None:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+        return AgentConfig(
+            letta_id=agent_id,
+            name=agent.name,
+            description=agent.description,
+            model=agent.model,
+            agent_type="letta_v1_agent",
+            system="You are a test agent.",
+            tools=(ToolInfo("tool-search", "conversation_search"),),
+            tool_rules=(),
+            blocks=tuple(self.list_blocks(agent_id=agent_id)),
+        )
+
+    def create_agent_copy(
+        self,
+        *,
+        template: AgentConfig,
+        name: str,
+        skip_labels: frozenset[str] = frozenset(),
+        block_ids: tuple[str, ...] = (),
+        identity_id: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> AgentInfo:
+        if self.down:
+            raise self.down
+        info = AgentInfo(f"agent-{next(self._ids)}", name, template.description, template.model)
+        self.agents.append(info)
+        own = [
+            MemoryBlockInfo(b.label, b.value, b.limit, f"block-{next(self._ids)}")
+            for b in template.blocks
+            if b.label not in skip_labels
+        ]
+        self.blocks[info.letta_id] = own + [self.standalone_blocks[i] for i in block_ids]
+        self.copies.append(
+            {"template": template.letta_id, "agent": info.letta_id, "identity": identity_id}
+        )
+        return info
+
+    def reapply_agent_config(self, *, agent_id: str, template: AgentConfig) -> None:
+        if self.down:
+            raise self.down
+        self.reapplied.append(agent_id)
+
+    def delete_agent(self, *, agent_id: str, keep_block_ids: frozenset[str] = frozenset()) -> None:
+        if self.down:
+            raise self.down
+        if agent_id not in {a.letta_id for a in self.agents}:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+        self.agents = [a for a in self.agents if a.letta_id != agent_id]
+        self.blocks.pop(agent_id, None)
+        self.deleted_agents.append(agent_id)
+
+    def identity_ensure(self, *, identifier_key: str, name: str) -> str:
+        if self.down:
+            raise self.down
+        return self.identities.setdefault(identifier_key, f"identity-{next(self._ids)}")
+
+    def delete_identity(self, *, identifier_key: str) -> None:
+        if self.down:
+            raise self.down
+        if self.identities.pop(identifier_key, None) is None:
+            raise LettaNotFound("Letta has no such identity.", status=404)
+
+    def create_block(
+        self, *, label: str, value: str, limit: int | None, read_only: bool, description: str = ""
+    ) -> MemoryBlockInfo:
+        if self.down:
+            raise self.down
+        block = MemoryBlockInfo(label, value, limit, f"block-{next(self._ids)}", read_only)
+        self.standalone_blocks[block.block_id] = block
+        return block
+
+    def attach_block(self, *, agent_id: str, block_id: str) -> None:
+        self.blocks.setdefault(agent_id, []).append(self.standalone_blocks[block_id])
+
+    def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo:
+        if self.down:
+            raise self.down
+        for agent_id, blocks in self.blocks.items():
+            self.blocks[agent_id] = [
+                replace(b, value=value) if b.block_id == block_id else b for b in blocks
+            ]
+        if block_id in self.standalone_blocks:
+            self.standalone_blocks[block_id] = replace(
+                self.standalone_blocks[block_id], value=value
+            )
+        found = [b for bs in self.blocks.values() for b in bs if b.block_id == block_id]
+        if not found and block_id not in self.standalone_blocks:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+        return found[0] if found else self.standalone_blocks[block_id]
+
+    def delete_block(self, *, block_id: str) -> None:
+        self.standalone_blocks.pop(block_id, None)

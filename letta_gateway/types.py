@@ -17,6 +17,9 @@ class MemoryBlockInfo:
     label: str
     value: str
     limit: int | None
+    block_id: str = ""
+    read_only: bool = False
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,33 @@ class AgentInfo:
     description: str
     model: str
     blocks: tuple[MemoryBlockInfo, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    tool_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """What makes an agent behave as it does: enough to make a copy of it, or to re-apply it.
+
+    ``tool_rules`` are Letta's rules as plain data (passed back as they came).
+    """
+
+    letta_id: str
+    name: str
+    description: str
+    model: str
+    agent_type: str
+    system: str
+    tools: tuple[ToolInfo, ...]
+    tool_rules: tuple[dict[str, object], ...]
+    blocks: tuple[MemoryBlockInfo, ...]
+    tags: tuple[str, ...] = ()
+    context_window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +65,19 @@ class ConversationInfo:
     summary: str
     created_at: datetime | None
     last_message_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationDetails:
+    """A conversation as ``conversations.retrieve`` tells it: which messages are in the agent's
+    context window now (the others were compacted away), and Letta's summary."""
+
+    letta_id: str
+    agent_id: str
+    summary: str
+    created_at: datetime | None
+    last_message_at: datetime | None
+    in_context_message_ids: tuple[str, ...]
 
 
 MessageKind = Literal[
@@ -164,8 +207,33 @@ class Gateway(Protocol):
     ) -> list[ConversationInfo]: ...
     def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo: ...
     def delete_conversation(self, *, conversation_id: str) -> None: ...
+    def retrieve_conversation(self, *, conversation_id: str) -> ConversationDetails: ...
     def fork_conversation(
         self, *, conversation_id: str, message_id: str | None = None
     ) -> ConversationInfo: ...
     def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
     async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
+    # Agents of their own: copies of a template, identities, common blocks.
+    def agent_config(self, *, agent_id: str) -> AgentConfig: ...
+    def create_agent_copy(
+        self,
+        *,
+        template: AgentConfig,
+        name: str,
+        skip_labels: frozenset[str] = frozenset(),
+        block_ids: tuple[str, ...] = (),
+        identity_id: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> AgentInfo: ...
+    def reapply_agent_config(self, *, agent_id: str, template: AgentConfig) -> None: ...
+    def delete_agent(
+        self, *, agent_id: str, keep_block_ids: frozenset[str] = frozenset()
+    ) -> None: ...
+    def identity_ensure(self, *, identifier_key: str, name: str) -> str: ...
+    def delete_identity(self, *, identifier_key: str) -> None: ...
+    def create_block(
+        self, *, label: str, value: str, limit: int | None, read_only: bool, description: str = ""
+    ) -> MemoryBlockInfo: ...
+    def attach_block(self, *, agent_id: str, block_id: str) -> None: ...
+    def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo: ...
+    def delete_block(self, *, block_id: str) -> None: ...
