@@ -167,6 +167,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except services.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
             return
+        except services.ConversationReadOnly as exc:
+            await self.send(fragments.composer_error(str(exc)))
+            return
         # The sender's box is emptied only now that the message is stored.
         await self.send(fragments.composer(self.conversation))
         if run is None:
@@ -188,7 +191,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     def _still_answering(self) -> str:
         return (
-            f"{self.conversation.agent.name} is still answering. "
+            f"{self.conversation.agent.origin.name} is still answering. "
             "Your message is still in the box: send it when the reply is done."
         )
 
@@ -263,9 +266,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if message is None:
             await self._stop(retry=True)  # a stalled reply: stop it, then send its message again
             return
-        started = await replies.reply_retry(
-            conversation=self.conversation, message=message, sender_channel=self.channel_name
-        )
+        try:
+            started = await replies.reply_retry(
+                conversation=self.conversation, message=message, sender_channel=self.channel_name
+            )
+        except services.ConversationReadOnly as exc:
+            await self.send(fragments.composer_error(str(exc)))
+            return
         if not started:
             await self.send(fragments.composer_error(self._still_answering()))
 

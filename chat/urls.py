@@ -30,6 +30,22 @@ urlpatterns = [
         views.conversation_rewind_controls,
         name="conversation_rewind_controls",
     ),
+    # A person's data: a conversation as a file; everything as a zip; erase.
+    path(
+        "c/<str:letta_id>/download.md",
+        views.conversation_download,
+        {"fmt": "md"},
+        name="conversation_download_markdown",
+    ),
+    path(
+        "c/<str:letta_id>/download.json",
+        views.conversation_download,
+        {"fmt": "json"},
+        name="conversation_download_json",
+    ),
+    path("me/data/", views.my_data, name="my_data"),
+    path("me/data/export/", views.my_data_export, name="my_data_export"),
+    path("me/data/erase/", views.my_data_erase, name="my_data_erase"),
     # Rich messages: the agent's memory, shared by its conversations.
     path("c/<str:letta_id>/memory/", views.conversation_memory, name="conversation_memory"),
 ]

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+import time
 import uuid
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+)
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
-from conversations import selectors, services
+from conversations import exports, personal_data, selectors, services
 from conversations.models import Agent, Conversation, Message
 from letta_gateway import LettaError, get_gateway
 
@@ -47,6 +57,12 @@ def _context(
         ),
         "max_chars": settings.LETTACHAT_MAX_MESSAGE_CHARS,
         "otid": uuid.uuid4(),  # the composer's id for the next message: a resend is recognised
+        # A personal agent: whether the person's own copy has been made yet.
+        "personal_copy": (
+            selectors.agent_copy_of(user=request.user, template=agent)
+            if agent is not None and agent.sharing == Agent.Sharing.PERSONAL and not conversation
+            else None
+        ),
     }
 
 
@@ -74,7 +90,7 @@ def conversation_detail(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     conversation = selectors.conversation_get(user=request.user, letta_id=letta_id)
     if conversation is None:
         raise Http404("No such conversation.")
-    context = _context(request, agent=conversation.agent, conversation=conversation)
+    context = _context(request, agent=conversation.agent.origin, conversation=conversation)
     if _wants_partial(request):
         return _thread_response(request, context)
     return render(request, PAGE, context)
@@ -222,7 +238,7 @@ def _failure(
     if request.htmx:
         flash = render_to_string("chat/flash.html", {"message": message}, request=request)
         return reswap(retarget(HttpResponse(flash + extra), "#flash"), "innerHTML")
-    context = _context(request, agent=conversation.agent, conversation=conversation)
+    context = _context(request, agent=conversation.agent.origin, conversation=conversation)
     return render(request, PAGE, {**context, "flash": message}, status=status)
 
 
@@ -329,7 +345,7 @@ def conversation_rename(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     except ValidationError as exc:
         if not request.htmx:
             return _failure(request, exc.messages[0], conversation=conversation, status=400)
-        context = _context(request, agent=conversation.agent, conversation=conversation)
+        context = _context(request, agent=conversation.agent.origin, conversation=conversation)
         return render(
             request, f"{THREADS}#thread-header", {**context, "rename_error": exc.messages[0]}
         )
@@ -339,7 +355,7 @@ def conversation_rename(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
         )
     if not request.htmx:
         return redirect("conversation_detail", conversation.letta_id)
-    context = _context(request, agent=conversation.agent, conversation=conversation)
+    context = _context(request, agent=conversation.agent.origin, conversation=conversation)
     header = render_to_string(f"{THREADS}#thread-header", context, request=request)
     item = render_to_string(
         f"{PAGE}#conversation-item",
@@ -355,7 +371,7 @@ def _set_archived(request: HtmxHttpRequest, letta_id: str, *, archived: bool) ->
     if not request.htmx:
         return redirect("conversation_detail", conversation.letta_id)
     # The sidebar follows, as on a reload: an archived conversation shows among the archived.
-    context = _context(request, agent=conversation.agent, conversation=conversation)
+    context = _context(request, agent=conversation.agent.origin, conversation=conversation)
     header = render_to_string(f"{THREADS}#thread-header", context, request=request)
     sidebar = render_to_string(f"{PAGE}#sidebar", {**context, "sidebar_oob": True}, request=request)
     return HttpResponse(header + sidebar)
@@ -377,7 +393,7 @@ def conversation_unarchive(request: HtmxHttpRequest, letta_id: str) -> HttpRespo
 @login_required
 def conversation_delete(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
     conversation = _own_conversation(request, letta_id)
-    agent, was_archived = conversation.agent, conversation.archived
+    agent, was_archived = conversation.agent.origin, conversation.archived
     try:
         services.conversation_delete(gateway=get_gateway(), conversation=conversation)
     except LettaError as exc:
@@ -437,6 +453,8 @@ def _open_fork(
             status=409,
             extra=_rewind_controls(request, conversation, oob=True),
         )
+    except services.ConversationReadOnly as exc:
+        return _failure(request, str(exc), conversation=conversation, status=409)
     except LettaError as exc:
         return _failure(
             request, f"Could not fork the conversation: {exc}", conversation=conversation
@@ -444,7 +462,7 @@ def _open_fork(
     if not request.htmx:
         return redirect("conversation_detail", fork.letta_id)
     context = {
-        **_context(request, agent=fork.agent, conversation=fork),
+        **_context(request, agent=fork.agent.origin, conversation=fork),
         "composer_text": composer_text,
         "rewind": rewind,
     }
@@ -479,14 +497,14 @@ def conversation_rewind(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     if point is None:  # the person's first message: the fork would hold nothing of the thread
         try:
             fresh = services.conversation_create(
-                gateway=get_gateway(), user=request.user, agent=conversation.agent
+                gateway=get_gateway(), user=request.user, agent=conversation.agent.origin
             )
         except LettaError as exc:
             return _failure(
                 request, f"Could not start a conversation: {exc}", conversation=conversation
             )
         context = {
-            **_context(request, agent=fresh.agent, conversation=fresh),
+            **_context(request, agent=fresh.agent.origin, conversation=fresh),
             "composer_text": last_user.content,
             "rewind": action,
         }
@@ -534,3 +552,77 @@ def conversation_memory(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     except LettaError as exc:  # the panel says so; the page goes on from the mirror
         context["memory_error"] = str(exc)
     return render(request, f"{PAGE}#memory-panel", context)
+
+
+# --- A person's data: downloads, export, erase ---------------------------------------------------
+
+
+@require_safe
+@login_required
+def conversation_download(request: HtmxHttpRequest, letta_id: str, fmt: str) -> HttpResponse:
+    """The conversation as a file: Markdown to read, or JSON with every message's type."""
+    conversation = _own_conversation(request, letta_id)
+    if fmt == "md":
+        body = exports.conversation_markdown(conversation)
+        content_type = "text/markdown; charset=utf-8"
+    elif fmt == "json":
+        body = json.dumps(exports.conversation_json(conversation), indent=2, ensure_ascii=False)
+        content_type = "application/json"
+    else:
+        raise Http404("No such format.")
+    response = HttpResponse(body, content_type=content_type)
+    filename = exports.conversation_filename(conversation, fmt)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_safe
+@login_required
+def my_data(request: HtmxHttpRequest) -> HttpResponse:
+    """What lettachat holds of the person, with export and erase."""
+    return render(request, "chat/my_data.html", personal_data.data_summary(user=request.user))
+
+
+@require_safe
+@login_required
+def my_data_export(request: HtmxHttpRequest) -> HttpResponse:
+    """Everything of the person as a zip: every conversation (Markdown and JSON), and the memory
+    of their personal agents."""
+    archive = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it once sent
+    try:
+        exports.user_export_zip(gateway=get_gateway(), user=request.user, out=archive)
+    except LettaError as exc:
+        archive.close()
+        context = {
+            **personal_data.data_summary(user=request.user),
+            "flash": f"Your data could not be exported: the memory of your agents could not be "
+            f"read ({exc}). Nothing was left out; please try again later.",
+        }
+        return render(request, "chat/my_data.html", context, status=503)
+    archive.seek(0)
+    name = f"lettachat-{request.user.get_username()}-{timezone.now():%Y%m%d-%H%M%S}.zip"
+    return FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
+
+
+@require_POST
+@login_required
+def my_data_erase(request: HtmxHttpRequest) -> HttpResponse:
+    """Delete the person's conversations (in Letta, then here) and their personal agents.
+
+    Long work is done in slices: a slice that runs out of time, or meets a Letta failure, says
+    what is left, and the next press finishes it. Nothing is deleted here before it is gone from
+    Letta.
+    """
+    if request.POST.get("confirm", "").strip().lower() != personal_data.ERASE_CONFIRMATION:
+        context = {
+            **personal_data.data_summary(user=request.user),
+            "erase_error": f"Type “{personal_data.ERASE_CONFIRMATION}” to confirm.",
+        }
+        return render(request, "chat/my_data.html", context, status=400)
+    report = personal_data.user_erase(
+        gateway=get_gateway(),
+        user=request.user,
+        deadline=time.monotonic() + settings.LETTACHAT_ERASE_SLICE_SECONDS,
+    )
+    context = {**personal_data.data_summary(user=request.user), "erase_report": report}
+    return render(request, "chat/my_data.html", context, status=200 if report.done else 503)

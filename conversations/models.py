@@ -13,6 +13,25 @@ from django.urls import reverse
 
 
 class Agent(models.Model):
+    """A Letta agent that lettachat knows.
+
+    Staff choose per agent how people share it (``sharing``):
+
+    - **Personal** (the default): the agent is a *template*. Each person who starts a conversation
+      with it gets a Letta agent of their own made from it (``template`` points back to it,
+      ``owner`` is the person), and all their conversations go there: memory, conversation search
+      and archival memory then hold only that person's words.
+    - **Shared**: everyone's conversations are on this one agent. Its memory blocks and its recall
+      tools (``conversation_search`` searches every conversation of the agent) carry what one
+      person says into other people's conversations; people are told so before they write.
+
+    A person's copy is never visible by itself: people reach it through its template.
+    """
+
+    class Sharing(models.TextChoices):
+        PERSONAL = "personal", "Personal: each person talks to a copy of their own"
+        SHARED = "shared", "Shared: everyone talks to this one agent"
+
     letta_id = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -20,13 +39,66 @@ class Agent(models.Model):
     visible_to_users = models.BooleanField(
         default=False, help_text="Whether people can pick this agent and chat with it."
     )
+    sharing = models.CharField(
+        max_length=16,
+        choices=Sharing.choices,
+        default=Sharing.PERSONAL,
+        help_text=(
+            "Personal: each person gets their own copy of this agent (its model, system prompt, "
+            "tools and the starting values of its memory), so nothing one person says reaches "
+            "another. Shared: everyone talks to this agent, and what one person says can reach "
+            "another through its memory and its conversation search."
+        ),
+    )
+    # A person's own copy: the template it was made from, and the person.
+    template = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="copies"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,  # erase the person's data first (it deletes the copy in Letta)
+        null=True,
+        blank=True,
+        related_name="personal_agents",
+    )
+    # The Letta identity that names the owner on their copy.
+    identity_id = models.CharField(max_length=64, blank=True)
+    # On a template: the labels of its blocks that staff made common knowledge (one read-only
+    # block attached to every copy), and the Letta ids of those common blocks once made.
+    common_labels = models.JSONField(default=list, blank=True)
+    common_blocks = models.JSONField(default=dict, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "owner"],
+                condition=models.Q(template__isnull=False),
+                name="one_copy_per_person_and_template",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(template__isnull=True, owner__isnull=True)
+                | models.Q(template__isnull=False, owner__isnull=False),
+                name="a_copy_has_a_template_and_an_owner",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def origin(self) -> Agent:
+        """The agent people picked: a copy's template, or the agent itself."""
+        return self.template if self.template is not None else self
+
+    @property
+    def is_copy(self) -> bool:
+        return self.template_id is not None
+
+    @property
+    def is_shared(self) -> bool:
+        return not self.is_copy and self.sharing == self.Sharing.SHARED
 
 
 class Conversation(models.Model):
@@ -65,6 +137,15 @@ class Conversation(models.Model):
     @property
     def title(self) -> str:
         return self.summary or "New conversation"
+
+    @property
+    def read_only(self) -> bool:
+        """A conversation on an agent that staff have since made personal: kept, not continued.
+
+        Continuing it would go on feeding the template that every new personal copy is made from.
+        """
+        agent = self.agent
+        return not agent.is_copy and agent.sharing == Agent.Sharing.PERSONAL
 
 
 class Message(models.Model):

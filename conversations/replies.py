@@ -518,12 +518,14 @@ class ReplyRelay:
     def _status_html(self) -> str:
         if self.stalled:
             return fragments.reply_status(
-                f"{self.conversation.agent.name} has not answered for "
+                f"{self.conversation.agent.origin.name} has not answered for "
                 f"{settings.LETTACHAT_STALL_SECONDS:g} s.",
                 busy=True,
                 stalled=True,
             )
-        return fragments.reply_status(f"{self.conversation.agent.name} is answering…", busy=True)
+        return fragments.reply_status(
+            f"{self.conversation.agent.origin.name} is answering…", busy=True
+        )
 
     async def _publish(self, html: str) -> None:
         self.tick += 1

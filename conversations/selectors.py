@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,49 +16,62 @@ THREAD_PAGE_SIZE = 100
 
 
 def agent_list_visible() -> QuerySet[Agent]:
-    return Agent.objects.filter(visible_to_users=True)
+    """The agents people may pick: shared agents and personal templates that staff made visible.
+
+    A person's own copy of a template is never listed by itself: people reach it through its
+    template (``agent_conversation_agents``).
+    """
+    return Agent.objects.filter(visible_to_users=True, template__isnull=True)
 
 
 def agent_get_visible(*, letta_id: str) -> Agent | None:
     return agent_list_visible().filter(letta_id=letta_id).first()
 
 
-def conversation_list(
-    *, user: AbstractBaseUser | AnonymousUser, agent: Agent, limit: int = SIDEBAR_PAGE_SIZE
-) -> list[Conversation]:
-    """The person's conversations on an agent, most recent activity first."""
+def agent_copy_of(*, user: AbstractBaseUser | AnonymousUser, template: Agent) -> Agent | None:
+    """The person's own copy of a template, if it has been made."""
     if not user.is_authenticated:
-        return []
-    return list(
-        Conversation.objects.filter(owner=user, agent=agent, archived=False).order_by(
-            "-last_message_at", "-id"
-        )[:limit]
+        return None
+    return Agent.objects.filter(template=template, owner=user).first()
+
+
+def agent_conversation_agents(*, user: AbstractBaseUser | AnonymousUser, agent: Agent) -> list[int]:
+    """The agents whose conversations a person sees under the agent they picked: the agent
+    itself (a shared agent, or a template's conversations from before it was made personal) and
+    the person's own copy of it, if any."""
+    copies = (
+        list(Agent.objects.filter(template=agent, owner=user).values_list("pk", flat=True))
+        if user.is_authenticated
+        else []
     )
+    return [agent.pk, *copies]
+
+
+def _conversations_on(
+    user: AbstractBaseUser | AnonymousUser, agent: Agent, agent_ids: Sequence[int] | None = None
+) -> QuerySet[Conversation]:
+    agents = list(agent_ids) if agent_ids else agent_conversation_agents(user=user, agent=agent)
+    rows = Conversation.objects.filter(owner=user)
+    # One agent (most people, most agents): the sidebar index's own equality.
+    return rows.filter(agent_id=agents[0]) if len(agents) == 1 else rows.filter(agent_id__in=agents)
 
 
 def conversation_get(
     *, user: AbstractBaseUser | AnonymousUser, letta_id: str
 ) -> Conversation | None:
-    """The conversation if it belongs to ``user`` and its agent is visible; otherwise None."""
+    """The conversation if it belongs to ``user`` and they may still reach its agent: a visible
+    agent, or their own copy of a visible template. Otherwise None."""
     if not user.is_authenticated:
         return None
+    reachable = Q(agent__template__isnull=True, agent__visible_to_users=True) | Q(
+        agent__owner=user, agent__template__visible_to_users=True
+    )
     return (
-        Conversation.objects.select_related("agent")
-        .filter(owner=user, letta_id=letta_id, agent__visible_to_users=True)
+        Conversation.objects.select_related("agent", "agent__template")
+        .filter(owner=user, letta_id=letta_id)
+        .filter(reachable)
         .first()
     )
-
-
-def message_list_recent(
-    *, conversation: Conversation, limit: int = THREAD_PAGE_SIZE
-) -> list[Message]:
-    """The last ``limit`` shown messages of a thread, oldest first."""
-    recent = (
-        Message.objects.filter(conversation=conversation)
-        .exclude(message_type=Message.Type.SYSTEM)
-        .order_by("-created_at", "-id")[:limit]
-    )
-    return list(reversed(recent))
 
 
 def message_last_letta_id(*, conversation: Conversation) -> str | None:
@@ -147,15 +160,17 @@ def conversation_page(
     archived: bool = False,
     cursor: str | None = None,
     limit: int = SIDEBAR_PAGE_SIZE,
+    agent_ids: Sequence[int] | None = None,
 ) -> ConversationPage:
     """A page of the person's conversations on ``agent``, most recent activity first.
 
     Keyset pagination over (last_message_at, id), one index-backed query per page whatever the
     depth; ``cursor`` comes from the previous page (``ValueError`` if it is not one).
+    ``agent_ids``: ``agent_conversation_agents`` of the person and agent, if already read.
     """
     if not user.is_authenticated:
         return ConversationPage([], None)
-    rows = Conversation.objects.filter(owner=user, agent=agent, archived=archived)
+    rows = _conversations_on(user, agent, agent_ids).filter(archived=archived)
     if cursor:
         at, pk = _decode_sidebar_cursor(cursor)
         if at is None:  # still among those with no activity (they come first)
@@ -195,11 +210,7 @@ def conversation_search(
     matches = Q(summary__icontains=query) | Exists(in_messages)
     if letta_ids := list(letta_ids):
         matches |= Q(letta_id__in=letta_ids)
-    return list(
-        Conversation.objects.filter(owner=user, agent=agent)
-        .filter(matches)
-        .order_by(*_sidebar_order())[:limit]
-    )
+    return list(_conversations_on(user, agent).filter(matches).order_by(*_sidebar_order())[:limit])
 
 
 def _message_page(rows: QuerySet[Message], limit: int) -> MessagePage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -14,8 +15,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from conversations import personal_data
 from conversations.models import Agent, Conversation, Message, Run
-from letta_gateway import Gateway, LettaError, LettaNotFound, MessageInfo
+from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +32,33 @@ DEMO_BLOCKS = {
 TITLE_CHARS = 60
 
 
+# Letta tags on the agents lettachat makes for people, so a sync never mistakes one for an agent
+# staff made (and staff can find them in Letta).
+COPY_TAG = "lettachat-personal-copy"
+
+
 def agent_sync(*, gateway: Gateway) -> list[Agent]:
-    """Pull every agent from Letta into the mirror (visibility stays as staff set it)."""
+    """Pull every agent from Letta into the mirror (visibility and sharing stay as staff set them).
+
+    People's personal copies are kept up to date but never added by a sync: one the mirror does
+    not know (its person's data was erased here, say) is not made pickable as a new agent.
+    """
     now = timezone.now()
     agents = []
     for info in gateway.list_agents():
-        agent, _ = Agent.objects.update_or_create(
-            letta_id=info.letta_id,
-            defaults={
-                "name": info.name,
-                "description": info.description,
-                "model": info.model,
-                "synced_at": now,
-            },
-        )
+        fields = {
+            "name": info.name,
+            "description": info.description,
+            "model": info.model,
+            "synced_at": now,
+        }
+        if COPY_TAG in info.tags:
+            updated = Agent.objects.filter(letta_id=info.letta_id).update(**fields)
+            if not updated:
+                continue
+            agents.append(Agent.objects.get(letta_id=info.letta_id))
+            continue
+        agent, _ = Agent.objects.update_or_create(letta_id=info.letta_id, defaults=fields)
         agents.append(agent)
     return agents
 
@@ -77,20 +92,171 @@ def agent_ensure_demo(*, gateway: Gateway, model: str) -> Agent | None:
 
 
 def conversation_create(*, gateway: Gateway, user: AbstractBaseUser, agent: Agent) -> Conversation:
-    """Start a new Letta conversation on ``agent``, owned by ``user``."""
-    info = gateway.create_conversation(agent_id=agent.letta_id)
+    """Start a new Letta conversation with ``agent`` (the agent the person picked), owned by
+    ``user``: on a shared agent itself, on the person's own copy of a personal one (made on
+    their first conversation)."""
+    target = (
+        agent
+        if agent.sharing == Agent.Sharing.SHARED
+        else agent_copy_ensure(gateway=gateway, user=user, template=agent)
+    )
+    info = gateway.create_conversation(agent_id=target.letta_id)
     now = timezone.now()
-    return Conversation.objects.create(
+    conversation = Conversation.objects.create(
         letta_id=info.letta_id,
-        agent=agent,
+        agent=target,
         owner=user,
         summary=info.summary[:200],
         last_message_at=now,
     )
+    conversation.agent = target  # with its template, for the page
+    return conversation
+
+
+# --- Personal agents: a copy of a template for each person ---------------------------------------
+
+
+def agent_copy_ensure(*, gateway: Gateway, user: AbstractBaseUser, template: Agent) -> Agent:
+    """The person's own copy of ``template``, made in Letta the first time.
+
+    The copy has the template's model, system prompt, tools and tool rules, and memory blocks of
+    its own holding the template's values, except the template's common-knowledge blocks, which
+    are attached read-only and shared. The person is named on it as a Letta identity. Two
+    requests at once make one copy: the loser's is deleted again.
+    """
+    existing = Agent.objects.filter(template=template, owner=user).first()
+    if existing is not None:
+        return existing
+    config = gateway.agent_config(agent_id=template.letta_id)
+    common = _common_blocks_ensure(gateway=gateway, template=template, config=config)
+    identity_id = gateway.identity_ensure(
+        identifier_key=personal_data.identity_key(user), name=user.get_username()
+    )
+    info = gateway.create_agent_copy(
+        template=config,
+        name=_copy_name(template, user),
+        skip_labels=frozenset(common),
+        block_ids=tuple(common.values()),
+        identity_id=identity_id,
+        tags=(COPY_TAG, f"lettachat-template:{template.letta_id}"),
+    )
+    try:
+        with transaction.atomic():
+            return Agent.objects.create(
+                letta_id=info.letta_id,
+                name=info.name,
+                description=template.description,
+                model=info.model,
+                sharing=Agent.Sharing.PERSONAL,
+                template=template,
+                owner=user,
+                identity_id=identity_id,
+                synced_at=timezone.now(),
+            )
+    except IntegrityError:
+        mine = Agent.objects.filter(template=template, owner=user).first()
+        if mine is None:
+            raise
+        try:  # another request made the copy meanwhile: keep that one
+            gateway.delete_agent(agent_id=info.letta_id, keep_block_ids=frozenset(common.values()))
+        except LettaError as exc:
+            logger.warning("could not delete the spare copy %s: %s", info.letta_id, exc)
+        return mine
+
+
+def _copy_name(template: Agent, user: AbstractBaseUser) -> str:
+    """The copy's name in Letta, for staff who look there: the template's and the person's.
+
+    Letta allows letters, digits, spaces, hyphens, underscores and apostrophes in agent names.
+    """
+    name = f"{template.name} - {user.get_username()}"
+    return re.sub(r"[^\w\s'-]", "_", name)[:200]
+
+
+def _common_blocks_ensure(
+    *, gateway: Gateway, template: Agent, config: AgentConfig
+) -> dict[str, str]:
+    """The template's common-knowledge blocks, by label: Letta ids of read-only blocks shared by
+    every copy, made from the template's blocks the first time they are needed."""
+    labels = [label for label in template.common_labels if isinstance(label, str)]
+    if not labels:
+        return {}
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=template.pk)
+        known: dict[str, str] = dict(locked.common_blocks or {})
+        values = {b.label: b for b in config.blocks}
+        for label in labels:
+            if label in known or label not in values:
+                continue
+            block = values[label]
+            made = gateway.create_block(
+                label=label,
+                value=block.value,
+                limit=block.limit,
+                read_only=True,
+                description=block.description or f"Common knowledge from {template.name}.",
+            )
+            known[label] = made.block_id
+        if known != locked.common_blocks:
+            Agent.objects.filter(pk=template.pk).update(common_blocks=known)
+        template.common_blocks = known
+    return {label: known[label] for label in labels if label in known}
+
+
+@dataclass(frozen=True, slots=True)
+class ReapplyReport:
+    updated: int
+    failed: list[str]
+    common_blocks_updated: int
+
+
+def agent_reapply_template(*, gateway: Gateway, template: Agent) -> ReapplyReport:
+    """Give every copy of ``template`` its current system prompt, tools and tool rules; their
+    memory is not touched. Common-knowledge blocks take the template's current values, and copies
+    made before a label became common get its block if they have no block of that label."""
+    config = gateway.agent_config(agent_id=template.letta_id)
+    common = _common_blocks_ensure(gateway=gateway, template=template, config=config)
+    values = {b.label: b.value for b in config.blocks}
+    refreshed = 0
+    for label, block_id in common.items():
+        gateway.update_block(block_id=block_id, value=values.get(label, ""))
+        refreshed += 1
+    updated, failed = 0, []
+    for copy in Agent.objects.filter(template=template).order_by("pk"):
+        try:
+            gateway.reapply_agent_config(agent_id=copy.letta_id, template=config)
+            labels = {b.label for b in gateway.list_blocks(agent_id=copy.letta_id)}
+            for label, block_id in common.items():
+                if label not in labels:
+                    gateway.attach_block(agent_id=copy.letta_id, block_id=block_id)
+        except LettaError as exc:
+            logger.warning("could not re-apply %s to %s: %s", template.letta_id, copy.letta_id, exc)
+            failed.append(copy.name)
+            continue
+        updated += 1
+    return ReapplyReport(updated, failed, refreshed)
 
 
 class ConversationBusy(Exception):
     """The conversation's agent is still answering: a new message must wait."""
+
+
+class ConversationReadOnly(Exception):
+    """The conversation was on an agent that staff have since made personal: it takes no more
+    messages (they would go on feeding the template every personal copy is made from)."""
+
+    def __str__(self) -> str:
+        return (
+            "This conversation was with an agent everyone shared, and takes no new messages now "
+            "that each person has their own: start a new conversation."
+        )
+
+
+def _ensure_writable(conversation: Conversation) -> None:
+    """Raise ``ConversationReadOnly`` if the conversation's agent (as it is now) is a template."""
+    agent = Agent.objects.only("sharing", "template_id").get(pk=conversation.agent_id)
+    if agent.template_id is None and agent.sharing == Agent.Sharing.PERSONAL:
+        raise ConversationReadOnly
 
 
 def message_send(
@@ -107,6 +273,7 @@ def message_send(
     ).first()
     if existing is not None:
         return existing, None
+    _ensure_writable(conversation)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -138,6 +305,7 @@ def message_send(
 
 def message_resend(*, conversation: Conversation, message: Message) -> tuple[Message, Run]:
     """Send a message that failed again, as a new turn (a new otid, so Letta does not replay)."""
+    _ensure_writable(conversation)
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -352,6 +520,7 @@ def conversation_fork(
         at_message.conversation_id != conversation.pk or not at_message.letta_id
     ):
         raise ValueError("A fork point must be a message of the conversation that Letta holds.")
+    _ensure_writable(conversation)  # a fork lives on the same agent: a template takes none
     info = gateway.fork_conversation(
         conversation_id=conversation.letta_id,
         message_id=at_message.letta_id if at_message else None,

@@ -221,6 +221,9 @@ LETTACHAT_DB_THREADS = env.int("LETTACHAT_DB_THREADS", default=8)
 # How long a reconnecting page waits for the relay of a running reply before taking it over.
 LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", default=3.0)
 
+# "Delete my data" in the page works in slices of this many seconds; the next press goes on.
+LETTACHAT_ERASE_SLICE_SECONDS = env.float("LETTACHAT_ERASE_SLICE_SECONDS", default=20.0)
+
 # --- Security ------------------------------------------------------------------------------------
 # (Owned by the abuse-and-bad-input work: see README "Guarantees" and tests/test_security_*.py.)
 # A Content-Security-Policy that lets no inline script or style run: every script is a file from

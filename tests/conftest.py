@@ -79,12 +79,25 @@ def other_user(make_user):
 
 @pytest.fixture
 def agent(db) -> Agent:
-    return Agent.objects.create(letta_id="agent-visible", name="Helper", visible_to_users=True)
+    """A shared agent: conversations made with ``make_conversation`` are on it directly."""
+    return Agent.objects.create(
+        letta_id="agent-visible", name="Helper", visible_to_users=True, sharing="shared"
+    )
 
 
 @pytest.fixture
 def hidden_agent(db) -> Agent:
-    return Agent.objects.create(letta_id="agent-hidden", name="Internal", visible_to_users=False)
+    return Agent.objects.create(
+        letta_id="agent-hidden", name="Internal", visible_to_users=False, sharing="shared"
+    )
+
+
+@pytest.fixture
+def personal_agent(db) -> Agent:
+    """A personal agent: a template each person gets their own copy of."""
+    return Agent.objects.create(
+        letta_id="agent-personal", name="Tutor", visible_to_users=True, sharing="personal"
+    )
 
 
 @pytest.fixture
@@ -153,6 +166,7 @@ def letta_agent(db, letta_agent_info) -> Agent:
         name=letta_agent_info.name,
         model=letta_agent_info.model,
         visible_to_users=True,
+        sharing="shared",  # conversations are made on it directly
     )
 
 

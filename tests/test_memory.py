@@ -277,7 +277,7 @@ def test_the_panel_shows_each_block_with_its_size_as_text(
     assert HOSTILE in text
     assert f"{len(HOSTILE)} / 2000 characters" in text
     assert "Calm.\n  Indented." in text and "17 characters" in text
-    assert "Shared by every conversation with Helper" in text
+    assert "Shared by everyone who talks to Helper" in text  # a shared agent
     assert fake_gateway.block_reads == [agent.letta_id]
 
 

@@ -171,7 +171,7 @@ def text_of(html: str) -> str:
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-AGENT = Agent(pk=1, letta_id="agent-1", name="Helper", visible_to_users=True)
+AGENT = Agent(pk=1, letta_id="agent-1", name="Helper", visible_to_users=True, sharing="shared")
 
 
 def conversation_titled(summary: str) -> Conversation:

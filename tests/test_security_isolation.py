@@ -23,6 +23,8 @@ each registered model's pages (so the refusals above are not broken URLs).
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,6 +143,12 @@ CASES: dict[str, Case] = {
     "conversation_rewind": Case("conversation", POST, params=lambda w, _: {"action": "edit"}),
     "conversation_rewind_controls": Case("conversation", SAFE),
     "conversation_memory": Case("conversation", SAFE),
+    "conversation_download_markdown": Case("conversation", SAFE),
+    "conversation_download_json": Case("conversation", SAFE),
+    # The person's data as a whole (tests/test_personal_data.py checks what an export holds).
+    "my_data": Case("own", SAFE),
+    "my_data_export": Case("own", SAFE),
+    "my_data_erase": Case("own", POST, params=lambda w, _: {"confirm": "delete my data"}),
 }
 
 # Websocket routes, by route string: what the route's kwarg names.
@@ -293,6 +301,8 @@ def world(make_user, agent, hidden_agent, gateway, settings) -> World:
             conversation=c, message_type=kind, content=content, letta_id=letta_id, created_at=T0
         )
 
+    gateway.set_blocks(agent.letta_id, human="A person.")  # the admin's memory pages read it
+    WatchedGateway.calls.clear()  # (setting the world up is not a request reaching Letta)
     bobs = conversation(bob, f"conv-bob-{SECRET}", f"Lisbon {SECRET} plans", last_message_at=T0)
     bobs_message = message(bobs, f"my {SECRET} password is hunter2", "message-bob-1")
     message(bobs, f"Noted {SECRET}.", "message-bob-2", kind="assistant")
@@ -357,9 +367,20 @@ def url_of(name: str, letta_id: str | None) -> str:
     return reverse(name, kwargs={"letta_id": letta_id} if route.kwargs else {})
 
 
+def body_text(response) -> str:
+    """A response's text; a zip's (an export) is the text of every file in it."""
+    if not hasattr(response, "text_for_tests"):  # a streamed body can be read only once
+        raw = b"".join(response.streaming_content) if response.streaming else response.content
+        if response.get("Content-Type", "") == "application/zip":
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                raw = b"\n".join(archive.read(n) for n in archive.namelist())
+        response.text_for_tests = raw.decode(errors="replace")
+    return response.text_for_tests
+
+
 def leaks(response, *, location: bool = True) -> list[str]:
     """Bob's secrets in a response (its body, and where it redirects unless told otherwise)."""
-    text = response.content.decode(errors="replace")
+    text = body_text(response)
     if location:
         text += response.get("Location", "")
     return [s for s in (SECRET, "hunter2") if s in text]
@@ -501,7 +522,7 @@ def test_pages_and_lists_show_only_ones_own_conversations(name, world, mallory_c
             response = mallory_client.get(response["Location"])
         assert response.status_code == 200, (name, params, response.status_code)
         assert not leaks(response), (name, params)
-        body = response.content.decode()
+        body = body_text(response)
         assert world.bobs.letta_id not in body and world.bobs_archived.letta_id not in body
 
 
@@ -606,7 +627,7 @@ def _admin_url(name: str, objects: dict[type, Any]) -> str:
     route = next(r for r in admin_routes() if r.name == name)
     kwargs: dict[str, Any] = {}
     for kwarg in route.kwargs:
-        if kwarg in ("object_id", "id") and (model := _admin_model(name)) is not None:
+        if kwarg in ("object_id", "id", "pk") and (model := _admin_model(name)) is not None:
             kwargs[kwarg] = objects[model].pk
         elif kwarg == "app_label":
             kwargs[kwarg] = "conversations"
@@ -614,6 +635,8 @@ def _admin_url(name: str, objects: dict[type, Any]) -> str:
             kwargs[kwarg] = ContentType.objects.get_for_model(Conversation).pk
         elif kwarg == "object_id":
             kwargs[kwarg] = objects[Conversation].pk
+        elif kwarg == "label":  # a memory block of the agent
+            kwargs[kwarg] = "human"
         else:
             pytest.fail(f"{name} takes {kwarg!r}: teach _admin_url() what to fill it with")
     return reverse(name, kwargs=kwargs)

