@@ -1,17 +1,8 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from conversations.models import Agent, Conversation, Message
+from conversations.models import Conversation, Message
 from staff.models import AuditEvent
-
-
-@admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin[Agent]):
-    list_display = ["name", "letta_id", "model", "visible_to_users", "synced_at"]
-    list_filter = ["visible_to_users"]
-    list_editable = ["visible_to_users"]
-    search_fields = ["name", "letta_id", "description"]
-    readonly_fields = ["letta_id", "model", "synced_at"]
 
 
 class MessageInline(admin.TabularInline[Message, Conversation]):
@@ -89,3 +80,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+# Agents and people (sharing modes, memory blocks, a person's data): their own module.
+from staff import admin_people  # noqa: E402, F401

@@ -42,6 +42,9 @@ class AuditEvent(models.Model):
         AGENT_EDIT = "agent.edit", "Edited an agent"
         MEMORY_BLOCK_EDIT = "memory_block.edit", "Edited a memory block"
         USAGE_EXPORT = "usage.export", "Exported usage"
+        MEMORY_VIEW = "memory.view", "Viewed the memory of a person's own agent"
+        USER_EXPORT = "user.export", "Exported a person's data"
+        USER_ERASE = "user.erase", "Erased a person's data"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
