@@ -120,16 +120,17 @@ def without(fixes: set[str]) -> None:
         from channels.db import database_sync_to_async
 
         from chat import consumers
-        from conversations import memory, replies
+        from conversations import actions, memory
+        from conversations.relay import loop
 
-        for module in (consumers, memory, replies):
+        for module in (consumers, memory, loop, actions):
             module.db = database_sync_to_async  # type: ignore[attr-defined]
     if "dispatch" in fixes:
         from chat.consumers import ConversationConsumer
 
         del ConversationConsumer.dispatch
     if "merge" in fixes:
-        from conversations.replies import ReplyRelay
+        from conversations.relay.loop import ReplyRelay
 
         ReplyRelay._merge_queued = lambda self, delta: delta  # type: ignore[method-assign]
 

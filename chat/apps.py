@@ -6,3 +6,9 @@ class ChatConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "chat"
+
+    def ready(self) -> None:
+        from chat.websink import WebSink
+        from conversations import sinks
+
+        sinks.register(WebSink())  # every tab hears every conversation event of this process

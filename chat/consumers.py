@@ -10,13 +10,15 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import fragments, limits
-from conversations import replies, selectors, services
+from chat import fragments, limits, websink
+from conversations import actions, relay, selectors
 from conversations.models import Conversation, Run
 from lettachat.aio import db
 
@@ -54,7 +56,11 @@ def validate_message(raw: str | None) -> str:
     return text
 
 
-def _frame(raw: str | None) -> tuple[str, dict[str, Any] | None]:
+FrameKind = Literal["message", "resume", "stop", "retry"]
+KINDS: tuple[FrameKind, ...] = ("resume", "stop", "retry")
+
+
+def _frame(raw: str | None) -> tuple[FrameKind, dict[str, Any] | None]:
     """The frame's ``type`` (a message when absent) and its data, if it is a JSON object."""
     try:
         data = json.loads(raw or "")
@@ -63,12 +69,12 @@ def _frame(raw: str | None) -> tuple[str, dict[str, Any] | None]:
     if not isinstance(data, dict):
         return "message", None
     kind = data.get("type")
-    return (kind if kind in ("resume", "stop", "retry") else "message"), data
+    return next((k for k in KINDS if k == kind), "message"), data
 
 
 def _int(value: object) -> int:
     try:
-        return max(0, int(value))  # type: ignore[call-overload]
+        return max(0, int(cast(Any, value)))  # a number or its text; anything else is 0
     except (TypeError, ValueError):
         return 0
 
@@ -81,7 +87,14 @@ def _otid(value: object) -> str:
         return str(uuid.uuid4())
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
+class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
+    """One page's socket on one conversation.
+
+    Frames in are dispatched by type to a handler (``HANDLERS``); writes go through actions
+    (``conversations.actions``), which tell every client. Frames out are the web sink's
+    fragments (``chat.websink``), or answers to this page alone.
+    """
+
     conversation: Conversation
     group: str
     # While a snapshot of the running reply is on its way: the group events that came meanwhile.
@@ -110,7 +123,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.conversation = conversation
-        self.group = replies.group_name(conversation.pk)
+        self.group = websink.group_name(conversation.pk)
         # Until the page says what it shows (its first frame, "resume"), events wait here: the
         # catch-up it gets covers them.
         self.pending = []
@@ -134,60 +147,59 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         if self.awaiting_resume and kind != "resume":
             await self._stop_waiting_for_resume()  # a client that does not resume
-        if kind == "resume":
-            await self._resume(
-                after=_int(data.get("after")) if data else 0,
-                drafts=bool(data and data.get("drafts")),
-            )
-        elif kind == "stop":
-            await self._stop(retry=False)
-        elif kind == "retry":
-            await self._retry(_int(data.get("message")) if data else 0)
-        else:
-            await self._send_message(text_data, bytes_data, data)
+        await HANDLERS[kind](self, Frame(text_data, bytes_data, data))
 
-    async def _send_message(
-        self, text_data: str | None, bytes_data: bytes | None, data: dict[str, Any] | None
-    ) -> None:
-        if bytes_data is not None or len(text_data or "") > MAX_FRAME_BYTES:
+    # Handlers, one per kind of frame ---------------------------------------------------------
+
+    async def on_message(self, frame: Frame) -> None:
+        if frame.bytes_data is not None or len(frame.text or "") > MAX_FRAME_BYTES:
             await self.send(fragments.composer_error("That message could not be read."))
             return
         try:
-            text = validate_message(text_data)
+            text = validate_message(frame.text)
         except MessageRejected as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
-        otid = _otid((data or {}).get("otid"))
-        untitled = not self.conversation.summary
-        channel = await replies.relay_channel_new()
         try:
-            message, run = await db(services.message_send)(
-                conversation=self.conversation, text=text, otid=otid, relay_channel=channel
+            await actions.message_send(
+                conversation=self.conversation,
+                text=text,
+                otid=_otid((frame.data or {}).get("otid")),
+                sender=self.channel_name,
             )
-        except services.ConversationBusy:
+        except actions.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
             return
-        except services.ConversationReadOnly as exc:
+        except actions.ConversationReadOnly as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         # The sender's box is emptied only now that the message is stored.
         await self.send(fragments.composer(self.conversation))
-        if run is None:
-            return  # sent before (the same otid): it is already shown and answered
-        await replies.publish(self.conversation.pk, fragments.message_appended(message))
-        if untitled:
-            await replies.publish(self.conversation.pk, fragments.thread_title(self.conversation))
-        # Newest activity first: the thread's sidebar item goes to the top (with its title).
-        await replies.publish(
-            self.conversation.pk, fragments.sidebar_item_moved_to_top(self.conversation)
+
+    async def on_resume(self, frame: Frame) -> None:
+        data = frame.data or {}
+        await self._resume(after=_int(data.get("after")), drafts=bool(data.get("drafts")))
+
+    async def on_stop(self, frame: Frame) -> None:
+        await self._stop(retry=False)
+
+    async def on_retry(self, frame: Frame) -> None:
+        message_pk = _int((frame.data or {}).get("message"))
+        message = await db(selectors.message_get_failed)(
+            conversation=self.conversation, pk=message_pk
         )
-        await replies.relay_start(
-            conversation=self.conversation,
-            run=run,
-            user_message=message,
-            sender_channel=self.channel_name,
-            channel=channel,
-        )
+        if message is None:
+            await self._stop(retry=True)  # a stalled reply: stop it, then send its message again
+            return
+        try:
+            started = await actions.message_retry(
+                conversation=self.conversation, message=message, sender=self.channel_name
+            )
+        except actions.ConversationReadOnly as exc:
+            await self.send(fragments.composer_error(str(exc)))
+            return
+        if not started:
+            await self.send(fragments.composer_error(self._still_answering()))
 
     def _still_answering(self) -> str:
         return (
@@ -223,14 +235,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Events that arrive before the relay's snapshot wait, then only newer ones go out.
         self.pending = []
         self.snapshot_from = run.relay_channel
-        await self.channel_layer.send(
-            run.relay_channel,
-            {
-                "type": replies.SNAPSHOT_REQUEST,
-                "reply_to": self.channel_name,
-                "after": after,
-                "drafts": drafts,
-            },
+        await relay.request_snapshot(
+            run.relay_channel, reply_to=self.channel_name, after=after, drafts=drafts
         )
         self.takeover = asyncio.create_task(self._take_over_if_silent(run, after, drafts))
 
@@ -240,49 +246,31 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         # No relay answered: its process is gone. Follow the run from here.
         logger.info("relay of run %s is silent; taking over", run.pk)
-        await replies.reply_take_over(
+        await actions.reply_take_over(
             conversation=self.conversation, run=run, stale_channel=self.snapshot_from
         )
         await self._resume(after=after, drafts=drafts)
 
     async def _stop(self, *, retry: bool) -> None:
-        run = await db(selectors.run_active)(conversation=self.conversation)
+        run = await actions.reply_stop(conversation=self.conversation, retry=retry)
         if run is None:
             await self.send(fragments.idle_status())
             return
-        kind = replies.RETRY_REQUEST if retry else replies.STOP_REQUEST
-        if run.relay_channel:
-            await self.channel_layer.send(run.relay_channel, {"type": kind})
         if run.pk == self.stopped_run:
             return  # Letta was told already: pressing Stop again sends no more cancels
         self.stopped_run = run.pk
         # Tell Letta at once too: this works even when the relay is in a process that died.
-        await replies.stop_on_letta(self.conversation)
+        await actions.reply_cancel_on_letta(conversation=self.conversation)
 
-    async def _retry(self, message_pk: int) -> None:
-        message = await db(selectors.message_get_failed)(
-            conversation=self.conversation, pk=message_pk
-        )
-        if message is None:
-            await self._stop(retry=True)  # a stalled reply: stop it, then send its message again
-            return
-        try:
-            started = await replies.reply_retry(
-                conversation=self.conversation, message=message, sender_channel=self.channel_name
-            )
-        except services.ConversationReadOnly as exc:
-            await self.send(fragments.composer_error(str(exc)))
-            return
-        if not started:
-            await self.send(fragments.composer_error(self._still_answering()))
+    # Events from the conversation's group, and snapshots for this socket ---------------------
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # The relay's fragments touch no database: deliver them without the hop to a database
         # thread (``aclose_old_connections``) that channels makes before every event. A token
         # is such an event, so under load that hop was most of the cost of relaying it.
-        if message["type"] == replies.EVENT_TYPE:
+        if message["type"] == websink.EVENT_TYPE:
             await self.conversation_html(message)
-        elif message["type"] == replies.SNAPSHOT_TYPE:
+        elif message["type"] == websink.SNAPSHOT_TYPE:
             await self.conversation_snapshot(message)
         else:
             await super().dispatch(message)
@@ -291,8 +279,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.pending is not None:
             self.pending.append(event)
             return
-        relay, tick = self.watermark
-        if event.get("relay") and event["relay"] == relay and event.get("tick", 0) <= tick:
+        relay_channel, tick = self.watermark
+        if event.get("relay") and event["relay"] == relay_channel and event.get("tick", 0) <= tick:
             return  # already in the snapshot this page got
         await self.send(text_data=event["html"])
 
@@ -305,3 +293,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["html"])
         for queued in pending:
             await self.conversation_html(queued)
+
+
+@dataclass(frozen=True)
+class Frame:
+    text: str | None
+    bytes_data: bytes | None
+    data: dict[str, Any] | None  # the frame as a JSON object, if it is one
+
+
+Handler = Callable[[ConversationConsumer, Frame], Awaitable[None]]
+HANDLERS: dict[FrameKind, Handler] = {
+    "message": ConversationConsumer.on_message,
+    "resume": ConversationConsumer.on_resume,
+    "stop": ConversationConsumer.on_stop,
+    "retry": ConversationConsumer.on_retry,
+}

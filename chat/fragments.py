@@ -13,8 +13,8 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from conversations import selectors
-from conversations.models import Conversation, Message, Run
+from conversations.models import Conversation, Message
+from conversations.selectors import TurnUsage
 from letta_gateway import MemoryBlockInfo
 
 PAGE = "chat/chat.html"
@@ -143,11 +143,8 @@ def sidebar_item_moved_to_top(conversation: Conversation) -> str:
 # --- Rich messages: per-turn usage, the memory panel ---------------------------------------------
 
 
-def turn_usage(run: Run) -> str:
+def turn_usage(usage: TurnUsage) -> str:
     """The line under a finished turn (tokens, an abnormal stop), appended to the thread."""
-    usage = selectors.turn_usage_of(run)
-    if usage is None:
-        return ""
     inner = render_to_string(f"{PAGE}#turn-usage", {"usage": usage})
     return format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', inner)
 

@@ -18,8 +18,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from chat import fragments
 from conversations import selectors, services
+from conversations.events import MemoryChanged
 from conversations.models import Conversation, Message
 from letta_gateway import LettaError, MemoryBlockInfo, get_gateway
 from lettachat.aio import db
@@ -78,15 +78,17 @@ def memory_change_of(tool: str, arguments: str) -> MemoryChange | None:
     return MemoryChange(text(label), text(removed), text(added))
 
 
-async def memory_after_tool_return(*, conversation: Conversation, message: Message) -> str:
-    """After a tool return: when its call changed memory, the HTML to publish (the tool return
-    with what changed, and the refreshed memory panel); otherwise ""."""
+async def memory_after_tool_return(
+    *, conversation: Conversation, message: Message
+) -> MemoryChanged | None:
+    """After a tool return: when its call changed memory, what changed (kept on the tool return)
+    and the agent's blocks now; otherwise None."""
     if message.message_type != Message.Type.TOOL_RETURN or message.name != "success":
-        return ""  # a failed edit changed nothing
+        return None  # a failed edit changed nothing
     call = await db(selectors.message_tool_call_before)(message=message)
     change = memory_change_of(call.name, call.content) if call is not None else None
     if change is None:
-        return ""
+        return None
     blocks: list[MemoryBlockInfo] | None = None
     error = ""
     try:
@@ -105,6 +107,4 @@ async def memory_after_tool_return(*, conversation: Conversation, message: Messa
             "limit": block.limit if block is not None else None,
         },
     )
-    return fragments.message_replaced(message) + fragments.memory_panel(
-        conversation, blocks, error=error
-    )
+    return MemoryChanged(message, blocks, error)

@@ -269,7 +269,7 @@ def message_rewind_point(*, conversation: Conversation) -> tuple[Message | None,
 
 # --- Rich messages: per-turn usage; the tool call behind a tool return ---------------------------
 
-# Stop reasons that are the normal end of a reply (the ones ``replies.STOP_REASONS`` says nothing
+# Stop reasons that are the normal end of a reply (the ones ``relay.STOP_REASONS`` says nothing
 # about): any other is shown with the turn.
 NORMAL_STOP_REASONS = frozenset({"", "end_turn", "no_tool_call", "tool_rule"})
 

@@ -14,14 +14,17 @@ to the pool).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.db import connections
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @cache
@@ -31,8 +34,11 @@ def _executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(settings.LETTACHAT_DB_THREADS, thread_name_prefix="lettachat-db")
 
 
-def db(func: Callable[..., Any]) -> DatabaseSyncToAsync:
-    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_executor())
+def db(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    wrapped: Callable[P, Awaitable[R]] = DatabaseSyncToAsync(
+        func, thread_sensitive=False, executor=_executor()
+    )
+    return wrapped
 
 
 def db_close_connections() -> None:

@@ -13,8 +13,9 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import replies
+from conversations import relay
 from conversations.models import Message, Run
+from conversations.relay import control
 from letta_gateway import (
     ContentDelta,
     LettaBusy,
@@ -345,10 +346,10 @@ async def test_a_run_whose_relay_died_is_taken_over_by_the_next_page(
     await until(first, " upon")
     await first.disconnect()
     # The process running the relay dies (its task is cancelled; the run stays "running").
-    relay = replies.relay_running_here(conversation.pk)
-    relay.task.cancel()
+    running = relay.running_here(conversation.pk)
+    running.task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await relay.task
+        await running.task
     # Nothing of the reply was stored yet, so the new relay follows the run from its start.
     fake_gateway.enqueue_resume(reply())
 
@@ -384,10 +385,10 @@ async def test_stop_works_on_a_resumed_stream(conversation, user, fake_gateway, 
     await send_message(first, "go")
     await until(first, " upon")
     await first.disconnect()
-    relay = replies.relay_running_here(conversation.pk)
-    relay.task.cancel()  # its process dies
+    running = relay.running_here(conversation.pk)
+    running.task.cancel()  # its process dies
     with pytest.raises(asyncio.CancelledError):
-        await relay.task
+        await running.task
     fake_gateway.enqueue_resume(reply(), hold_after=3)  # the run goes on in Letta
 
     second, _, _ = await open_socket(conversation.letta_id, user=user)
@@ -420,41 +421,39 @@ async def test_pieces_that_queue_up_go_out_together_and_show_once(conversation, 
     assert run.last_seq_id == 2 + len(words) - 1, "the stored position is the last piece's"
 
 
-def _relay(conversation, fake_gateway) -> replies.ReplyRelay:
+def _relay(conversation, fake_gateway) -> relay.ReplyRelay:
     run = Run(conversation=conversation, relay_channel="x")
-    return replies.ReplyRelay(
-        conversation=conversation, run=run, user_message=None, sender_channel="", resume=False
-    )
+    return relay.ReplyRelay(conversation=conversation, run=run, user_message=None)
 
 
 async def test_only_pieces_of_the_same_message_are_merged_and_order_is_kept(
     conversation, fake_gateway
 ):
-    relay = _relay(conversation, fake_gateway)
+    follower = _relay(conversation, fake_gateway)
     first = ContentDelta("m-1", "assistant", "a", "run-1", 2)
     queued = [
         ("event", ContentDelta("m-1", "assistant", "b", "run-1", 3)),
         ("event", ContentDelta("m-1", "assistant", "c", "run-1", None)),  # no seq_id: keep 3
         ("event", ContentDelta("m-1", "reasoning", "x", "run-1", 5)),  # Letta's same id, kind
         ("event", ContentDelta("m-1", "assistant", "d", "run-1", 6)),
-        ("control", {"type": replies.SNAPSHOT_REQUEST}),
+        ("control", {"type": control.SNAPSHOT_REQUEST}),
     ]
     for item in queued:
-        relay._queue.put_nowait(item)
+        follower._queue.put_nowait(item)
 
-    merged = relay._merge_queued(first)
+    merged = follower._merge_queued(first)
     assert merged == ContentDelta("m-1", "assistant", "abc", "run-1", 3)
-    assert await relay._next(1) == queued[2], "the first piece not merged comes next"
-    assert relay._merge_queued(queued[2][1]) == queued[2][1]  # alone: nothing of its kind queued
-    assert await relay._next(1) == queued[3]
-    assert relay._merge_queued(queued[3][1]) == queued[3][1]  # a socket's request stops a merge
-    assert await relay._next(1) == queued[4]
+    assert await follower._next(1) == queued[2], "the first piece not merged comes next"
+    assert follower._merge_queued(queued[2][1]) == queued[2][1]  # alone: nothing of its kind queued
+    assert await follower._next(1) == queued[3]
+    assert follower._merge_queued(queued[3][1]) == queued[3][1]  # a socket's request stops a merge
+    assert await follower._next(1) == queued[4]
 
 
 async def test_tool_call_pieces_merge_their_arguments(conversation, fake_gateway):
-    relay = _relay(conversation, fake_gateway)
-    relay._queue.put_nowait(("event", ToolCallDelta("t-1", "call-1", "", '"x"}', "run-1", 4)))
-    relay._queue.put_nowait(("event", ToolCallDelta("t-1", "call-2", "other", "{}", "run-1", 5)))
-    merged = relay._merge_queued(ToolCallDelta("t-1", "call-1", "send", '{"a": ', "run-1", 3))
+    follower = _relay(conversation, fake_gateway)
+    follower._queue.put_nowait(("event", ToolCallDelta("t-1", "call-1", "", '"x"}', "run-1", 4)))
+    follower._queue.put_nowait(("event", ToolCallDelta("t-1", "call-2", "other", "{}", "run-1", 5)))
+    merged = follower._merge_queued(ToolCallDelta("t-1", "call-1", "send", '{"a": ', "run-1", 3))
     assert merged == ToolCallDelta("t-1", "call-1", "send", '{"a": "x"}', "run-1", 4)
-    assert (await relay._next(1))[1].tool_call_id == "call-2"
+    assert (await follower._next(1))[1].tool_call_id == "call-2"

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chat import fragments
-from conversations import replies, selectors
+from conversations import relay, selectors
 from conversations.models import Message, Run
 from letta_gateway import (
     ContentDelta,
@@ -96,11 +96,11 @@ async def test_an_abnormal_stop_reason_is_shown_with_the_turn(conversation, user
     assert elements(line)[0].text().strip() == (
         "15 tokens (prompt 10, completion 5) · context 20 · stop reason: max_steps"
     )
-    assert any(replies.STOP_REASONS["max_steps"] in f for f in frames), "and the note says why"
+    assert any(relay.STOP_REASONS["max_steps"] in f for f in frames), "and the note says why"
 
 
 def test_the_normal_stop_reasons_are_the_ones_the_relay_says_nothing_about():
-    quiet = {reason for reason, note in replies.STOP_REASONS.items() if not note}
+    quiet = {reason for reason, note in relay.STOP_REASONS.items() if not note}
     assert quiet | {""} == selectors.NORMAL_STOP_REASONS
 
 

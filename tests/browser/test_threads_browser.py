@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chat import fragments
-from conversations import replies, services
+from conversations import services, sinks
+from conversations.events import ConversationActive
 from conversations.models import Conversation, Message
 from letta_gateway import LettaNotFound
 
@@ -318,9 +318,9 @@ def test_the_moved_to_top_fragment_puts_a_thread_first_over_the_websocket(
     ids = "els => els.map(el => el.id)"
     assert page.locator("#conversation-list > li").evaluate_all(ids)[-1] == "conv-conv-top-0"
 
-    html = fragments.sidebar_item_moved_to_top(oldest)
+    event = ConversationActive(oldest)  # what a new message in it says, from another process
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, replies.publish(oldest.pk, html)).result()
+        pool.submit(asyncio.run, sinks.emit(oldest, event)).result()
 
     page.wait_for_selector("#conversation-list > li:first-child#conv-conv-top-0")
     assert page.locator("#conversation-list > li").evaluate_all(ids) == [

@@ -1,38 +1,57 @@
-"""One reply: follow a Letta background run, relay it to the conversation's sockets, mirror it.
+"""One reply: follow a Letta background run, mirror it, and tell it as a stream of typed events.
 
-A ``ReplyRelay`` is an asyncio task of its own, started by the consumer that received the message,
-so that socket stays responsive (Stop works mid-stream) and the reply is finished and stored even if
-every socket goes away. Every write that pushes an event to clients lives here, and events go out
-only after the write.
+A ``ReplyRelay`` is an asyncio task of its own, started by an action (``conversations.actions``),
+so the socket that asked stays responsive (Stop works mid-stream) and the reply is finished and
+stored even if every client goes away. Each event goes to the process's sinks (the web sink
+renders page fragments for every tab, in every process) and to the relay's own sinks (the
+terminal that started it), always after the write it reports.
 
 No reply is lost, and none is shown twice:
 
-- The relay numbers what it publishes (``tick``). A socket that (re)connects asks the relay for a
-  snapshot over the relay's own channel (``Run.relay_channel``, so it works across processes with
-  the Redis layer): every stored message after the last one the page has, plus the message being
-  streamed, as of one tick. The socket then drops group events up to that tick.
+- The relay numbers its events (``Stamp.tick``). A client that (re)connects asks the relay for a
+  snapshot over the relay's own channel (``Run.relay_channel``, so it works across processes):
+  every stored message after the last one it has, plus the draft being streamed, as of one tick.
+  The client then drops events up to that tick.
 - The relay handles Letta's events and these requests one at a time, in order, so a snapshot is
   exact.
 - If Letta's stream breaks, the relay resumes it after the last ``seq_id`` it read. If the relay
-  itself is gone (its process died), a socket that finds no answer takes the run over and resumes
-  after the last stored message (``Run.last_seq_id``).
+  itself is gone (its process died), another takes the run over and resumes after the last
+  stored message (``Run.last_seq_id``).
+
+The relay reports how the reply ended (``on_finished``); what follows (a retry) is the action's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from channels.exceptions import ChannelFull
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import fragments
-from conversations import memory, selectors, services
+from conversations import memory, selectors, services, sinks
+from conversations.events import (
+    Draft,
+    DraftKind,
+    DraftStarted,
+    DraftStored,
+    Event,
+    MessageAdded,
+    MessageChanged,
+    Outcome,
+    ReplyFinished,
+    ReplyStatus,
+    Snapshot,
+    Stamp,
+    TextAppended,
+    TextGivenBack,
+    UsageReported,
+)
 from conversations.models import Conversation, Message, Run
+from conversations.relay import control, registry
 from letta_gateway import (
     ContentDelta,
     LettaBusy,
@@ -52,92 +71,6 @@ from lettachat.aio import db
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPE = "conversation.html"  # relay -> group: {"html", "relay", "tick"}
-SNAPSHOT_TYPE = "conversation.snapshot"  # relay -> one socket: {"html", "relay", "tick"}
-SNAPSHOT_REQUEST = "relay.snapshot"  # socket -> relay: {"reply_to", "after"}
-STOP_REQUEST = "relay.stop"  # socket -> relay
-RETRY_REQUEST = "relay.retry"  # socket -> relay: stop, then send the message again
-CLOSE_REQUEST = "relay.close"  # relay -> its own control reader: the reply is over, stop reading
-
-# Relays running in this process, by conversation pk; the tasks are kept referenced here.
-_relays: dict[int, ReplyRelay] = {}
-
-
-def group_name(conversation_pk: int) -> str:
-    """The channel group of a conversation's sockets: derived from our key, never from input."""
-    return f"conversation.{int(conversation_pk)}"
-
-
-def _layer() -> Any:
-    layer = get_channel_layer()
-    assert layer is not None, "CHANNEL_LAYERS is not configured"
-    return layer
-
-
-async def publish(conversation_pk: int, html: str, *, relay: str = "", tick: int = 0) -> None:
-    await _layer().group_send(
-        group_name(conversation_pk),
-        {"type": EVENT_TYPE, "html": html, "relay": relay, "tick": tick},
-    )
-
-
-async def send_to(channel_name: str, html: str) -> None:
-    await _layer().send(channel_name, {"type": EVENT_TYPE, "html": html, "relay": "", "tick": 0})
-
-
-def relay_running_here(conversation_pk: int) -> ReplyRelay | None:
-    relay = _relays.get(conversation_pk)
-    return relay if relay is not None and not relay.done else None
-
-
-async def relay_channel_new() -> str:
-    """A channel for a relay that is about to start, to record with its run (``Run.relay_channel``).
-
-    The default prefix: channels_redis reads all of a process's channels with one loop per
-    prefix, and a second prefix would make its receive starve the sockets' (and vice versa).
-    """
-    return str(await _layer().new_channel())
-
-
-async def relay_start(
-    *,
-    conversation: Conversation,
-    run: Run,
-    user_message: Message | None,
-    sender_channel: str = "",
-    resume: bool = False,
-    channel: str = "",
-) -> ReplyRelay:
-    """Start relaying ``run``. ``channel``: the relay channel recorded with the run already."""
-    relay = ReplyRelay(
-        conversation=conversation,
-        run=run,
-        user_message=user_message,
-        sender_channel=sender_channel,
-        resume=resume,
-    )
-    await relay.open(channel)
-    relay.start()
-    return relay
-
-
-@dataclass
-class _Draft:
-    """A message of the reply while it streams."""
-
-    letta_id: str
-    kind: str
-    stream_id: str
-    name: str = ""
-    run_id: str = ""
-    parts: list[str] = field(default_factory=list)
-    seq_id: int | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
 _KIND_TO_TYPE = {
     "assistant": Message.Type.ASSISTANT,
     "reasoning": Message.Type.REASONING,
@@ -155,7 +88,43 @@ STOP_REASONS = {
 }
 STOPPED_NOTE = "Stopped."
 
-_END = object()
+
+@dataclass
+class _Draft:
+    """A message of the reply while it streams."""
+
+    letta_id: str
+    kind: DraftKind
+    stream_id: str
+    name: str = ""
+    run_id: str = ""
+    parts: list[str] = field(default_factory=list)
+    seq_id: int | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def as_event_draft(self) -> Draft:
+        return Draft(self.stream_id, self.kind, self.text, self.name)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a reply ended, for whoever started it: what follows (a retry) is theirs to decide."""
+
+    outcome: Outcome
+    retry_requested: bool
+    user_message: Message | None
+    sender: str
+
+
+@dataclass(frozen=True)
+class _Busy:
+    run_id: str
+
+
+QueueItem = tuple[Literal["event", "control", "end", "failure"], Any]
 
 
 class ReplyRelay:
@@ -165,15 +134,19 @@ class ReplyRelay:
         conversation: Conversation,
         run: Run,
         user_message: Message | None,
-        sender_channel: str,
-        resume: bool,
+        sender: str = "",
+        resume: bool = False,
+        sinks: tuple[sinks.Sink, ...] = (),
+        on_finished: Callable[[Finished], Awaitable[None]] | None = None,
     ) -> None:
         self.conversation = conversation
         self.pk = conversation.pk
         self.run = run
         self.user_message = user_message
-        self.sender_channel = sender_channel
+        self.sender = sender  # the client that sent the message: its text goes back there
         self.resume = resume
+        self.sinks = sinks
+        self.on_finished = on_finished
         self.gateway = get_gateway()
         self.channel = ""
         self.tick = 0
@@ -188,20 +161,22 @@ class ReplyRelay:
         self.done = False
         self.task: asyncio.Task[None] | None = None
         self.cursor: str | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._held: tuple[str, Any] | None = None  # taken from the queue, not merged: next
+        self.agent_name = ""
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        self._held: QueueItem | None = None  # taken from the queue, not merged: next
 
     async def open(self, channel: str = "") -> None:
-        """Register the relay's channel, so sockets can reach it as soon as it runs."""
+        """Register the relay's channel, so clients can reach it as soon as it runs."""
+        self.agent_name = await db(_agent_name)(self.conversation)
         if channel:
             assert self.run.relay_channel == channel, "the run records another relay channel"
             self.channel = channel
             return
-        self.channel = await relay_channel_new()
+        self.channel = await control.relay_channel_new()
         await db(services.run_set_relay)(run=self.run, channel=self.channel)
 
     def start(self) -> None:
-        _relays[self.pk] = self
+        registry.add(self)
         self.task = asyncio.create_task(self._main(), name=f"reply-{self.pk}")
 
     # The loop ------------------------------------------------------------------------------------
@@ -210,15 +185,15 @@ class ReplyRelay:
         # The request goes to Letta first; the cursor is read meanwhile. Nothing of this reply is
         # stored before the loop runs, so the cursor is still the last message before it.
         reader = asyncio.create_task(self._read_letta())
-        control = asyncio.create_task(self._read_control())
+        reader_control = asyncio.create_task(self._read_control())
         try:
             self.cursor = await db(selectors.message_last_letta_id)(conversation=self.conversation)
-            await self._publish(self._status_html())
+            await self._emit(self._status())
             await self._loop()
         except asyncio.CancelledError:
             # The process is going away: leave the run "running" for another relay to take over.
             # No _finish, so no closing message for the control reader: cancel it with the rest.
-            control.cancel()
+            reader_control.cancel()
             raise
         except Exception:
             logger.exception("relay for conversation %s failed", self.pk)
@@ -226,24 +201,25 @@ class ReplyRelay:
         finally:
             reader.cancel()
             reader.add_done_callback(_retrieve)
-            control.add_done_callback(_retrieve)
-            if _relays.get(self.pk) is self:
-                _relays.pop(self.pk, None)
+            reader_control.add_done_callback(_retrieve)
+            registry.remove(self)
         try:
-            await self._finish()
+            finished = await self._finish()
         finally:
-            await self._stop_control(control)
+            await self._stop_control(reader_control)
+        if self.on_finished is not None:
+            await self.on_finished(finished)
 
-    async def _stop_control(self, control: asyncio.Task[None]) -> None:
+    async def _stop_control(self, reader_control: asyncio.Task[None]) -> None:
         """End the control reader with a message rather than a cancel.
 
         A channels_redis receive cancelled during its blocking pop can stay "cancelling" for ever
         (the event loop then never closes: seen in the test suite). A message ends it cleanly.
         """
         try:
-            await _layer().send(self.channel, {"type": CLOSE_REQUEST})
+            await control.layer().send(self.channel, {"type": control.CLOSE_REQUEST})
         except ChannelFull:
-            control.cancel()
+            reader_control.cancel()
 
     async def _loop(self) -> None:
         stall_after = settings.LETTACHAT_STALL_SECONDS
@@ -253,14 +229,14 @@ class ReplyRelay:
             except TimeoutError:
                 if not self.stalled:
                     self.stalled = True
-                    await self._publish(self._status_html())
+                    await self._emit(self._status())
                 continue
             if kind == "end":
                 return
             if kind == "event":
                 if self.stalled:
                     self.stalled = False
-                    await self._publish(self._status_html())
+                    await self._emit(self._status())
                 if isinstance(payload, ContentDelta | ToolCallDelta):
                     payload = self._merge_queued(payload)
                 await self._handle(payload)
@@ -270,7 +246,7 @@ class ReplyRelay:
                 self.failure = payload
                 return
 
-    async def _next(self, timeout: float) -> tuple[str, Any]:
+    async def _next(self, timeout: float) -> QueueItem:
         if self._held is not None:
             item, self._held = self._held, None
             return item
@@ -280,17 +256,17 @@ class ReplyRelay:
         """The delta, with the pieces of the same message already queued behind it appended.
 
         While the relay keeps up, each piece is relayed alone, as it came. When pieces queue up
-        (a burst from Letta, a busy process) they go out as one fragment: the same text, sooner,
+        (a burst from Letta, a busy process) they go out as one event: the same text, sooner,
         for a fraction of the work per piece, so a loaded relay catches up instead of falling
         further behind.
         """
-        texts = [delta.text if isinstance(delta, ContentDelta) else delta.arguments]
+        texts = [_piece_text(delta)]
         seq_id, name = delta.seq_id, getattr(delta, "name", "")
         while self._held is None and not self._queue.empty():
             item = self._queue.get_nowait()
             kind, nxt = item
             if kind == "event" and _same_message(delta, nxt):
-                texts.append(nxt.text if isinstance(nxt, ContentDelta) else nxt.arguments)
+                texts.append(_piece_text(nxt))
                 seq_id = nxt.seq_id if nxt.seq_id is not None else seq_id
                 name = name or getattr(nxt, "name", "")
             else:
@@ -389,11 +365,11 @@ class ReplyRelay:
                 run=self.run,
                 seq_id=event.seq_id,
             )
-            await self._publish(fragments.message_appended(message))
+            await self._emit(MessageAdded(message))
             if changed := await memory.memory_after_tool_return(
                 conversation=self.conversation, message=message
             ):
-                await self._publish(changed)  # a memory edit: what changed, the fresh panel
+                await self._emit(changed)  # a memory edit: what changed, the blocks now
         elif isinstance(event, StreamError):
             self.failure = event.message or event.error_type
         elif isinstance(event, Stopped):
@@ -418,17 +394,15 @@ class ReplyRelay:
                 message=message,
                 error="the agent was still answering. Send it again when the reply is done.",
             )
-            await self._publish(fragments.message_replaced(message))
-            if self.sender_channel:
-                await send_to(
-                    self.sender_channel, fragments.composer(self.conversation, text=message.content)
-                )
+            await self._emit(MessageChanged(message))
+            if self.sender:
+                await self._emit(TextGivenBack(message.content, self.sender))
         await db(services.run_started)(run=self.run, letta_run_id=run_id)
 
     async def _piece(
         self,
         letta_id: str,
-        kind: str,
+        kind: DraftKind,
         text: str,
         run_id: str,
         seq_id: int | None,
@@ -442,13 +416,13 @@ class ReplyRelay:
             if name and not draft.name:
                 draft.name = name
             if text:
-                await self._publish(fragments.stream_token(draft.stream_id, text))
+                await self._emit(TextAppended(draft.stream_id, text))
             return
         await self._finish_draft()
         # Letta gives a step's reasoning and its answer one id: the kind tells them apart.
         stream_id = f"{kind}-{letta_id}"
         self.draft = _Draft(letta_id, kind, stream_id, name, run_id, [text], seq_id)
-        await self._publish(fragments.stream_started(stream_id, kind, text, name))
+        await self._emit(DraftStarted(self.draft.as_event_draft()))
 
     async def _finish_draft(self, *, error: str = "") -> None:
         """Store the message being streamed, and show its final form in place of the draft."""
@@ -466,7 +440,7 @@ class ReplyRelay:
             run=self.run,
             seq_id=draft.seq_id,
         )
-        await self._publish(fragments.stream_finished(draft.stream_id, message))
+        await self._emit(DraftStored(draft.stream_id, message))
 
     async def _cancel(self) -> None:
         try:
@@ -474,66 +448,57 @@ class ReplyRelay:
         except LettaError as exc:
             logger.warning("could not stop run %s: %s", self.run.letta_run_id, exc)
 
-    # Requests from sockets -----------------------------------------------------------------------
+    # Requests from clients -----------------------------------------------------------------------
 
     async def _read_control(self) -> None:
-        layer = _layer()
+        layer = control.layer()
         while True:
             message = await layer.receive(self.channel)
-            if message.get("type") == CLOSE_REQUEST:
+            if message.get("type") == control.CLOSE_REQUEST:
                 return
             await self._queue.put(("control", message))
 
     async def _control(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == SNAPSHOT_REQUEST:
-            html = await self._snapshot_html(
-                after=int(message.get("after") or 0), drafts=bool(message.get("drafts"))
+        if kind == control.SNAPSHOT_REQUEST:
+            stored = await db(selectors.message_list_after)(
+                conversation=self.conversation, after_pk=int(message.get("after") or 0)
             )
-            await _layer().send(
-                str(message["reply_to"]),
-                {"type": SNAPSHOT_TYPE, "html": html, "relay": self.channel, "tick": self.tick},
+            draft = self.draft.as_event_draft() if self.draft else None
+            snapshot = Snapshot(
+                reply_to=str(message["reply_to"]),
+                stored=stored,
+                draft=draft,
+                status=self._status(),
+                drafts=bool(message.get("drafts")),
             )
-        elif kind in (STOP_REQUEST, RETRY_REQUEST):
+            # The snapshot is as of the last event sent: it does not count as one.
+            await sinks.emit(
+                self.conversation, snapshot, Stamp(self.channel, self.tick), also=self.sinks
+            )
+        elif kind in (control.STOP_REQUEST, control.RETRY_REQUEST):
             self.stop_requested = True
-            self.retry_requested = kind == RETRY_REQUEST
-            await self._publish(fragments.reply_status("Stopping…", busy=True))
-            # The socket has told Letta already; if Letta had no run yet, RunStarted cancels it.
+            self.retry_requested = kind == control.RETRY_REQUEST
+            await self._emit(ReplyStatus("stopping", self.agent_name))
+            # The client has told Letta already; if Letta had no run yet, RunStarted cancels it.
             if self.stalled:
                 # Nothing is coming from Letta: do not wait for it to confirm.
                 await self._queue.put(("end", None))
 
-    async def _snapshot_html(self, *, after: int, drafts: bool) -> str:
-        stored = await db(selectors.message_list_after)(
-            conversation=self.conversation, after_pk=after
-        )
-        draft = self.draft
-        return fragments.catch_up(
-            stored,
-            draft=(draft.stream_id, draft.kind, draft.text, draft.name) if draft else None,
-            status=self._status_html(),
-            drafts=drafts,
-        )
-
-    def _status_html(self) -> str:
+    def _status(self) -> ReplyStatus:
         if self.stalled:
-            return fragments.reply_status(
-                f"{self.conversation.agent.origin.name} has not answered for "
-                f"{settings.LETTACHAT_STALL_SECONDS:g} s.",
-                busy=True,
-                stalled=True,
+            return ReplyStatus(
+                "stalled", self.agent_name, stalled_for=settings.LETTACHAT_STALL_SECONDS
             )
-        return fragments.reply_status(
-            f"{self.conversation.agent.origin.name} is answering…", busy=True
-        )
+        return ReplyStatus("answering", self.agent_name)
 
-    async def _publish(self, html: str) -> None:
+    async def _emit(self, event: Event) -> None:
         self.tick += 1
-        await publish(self.pk, html, relay=self.channel, tick=self.tick)
+        await sinks.emit(self.conversation, event, Stamp(self.channel, self.tick), also=self.sinks)
 
     # The end -------------------------------------------------------------------------------------
 
-    async def _finish(self) -> None:
+    async def _finish(self) -> Finished:
         self.done = True
         failure, stop_note = self.failure, self.stop_note
         if self.stop_requested and not stop_note:
@@ -549,35 +514,28 @@ class ReplyRelay:
             else:
                 # Letta did not keep the message: say so next to it, and give the text back.
                 await db(services.message_mark_failed)(message=user_message, error=failure)
-                await self._publish(fragments.message_replaced(user_message))
-                if self.sender_channel:
-                    await send_to(
-                        self.sender_channel,
-                        fragments.composer(self.conversation, text=user_message.content),
-                    )
+                await self._emit(MessageChanged(user_message))
+                if self.sender:
+                    await self._emit(TextGivenBack(user_message.content, self.sender))
         elif failure:
             await self._note(failure)
         elif stop_note:
             await self._note(stop_note)
         status = Run.Status.DONE
+        outcome: Outcome = "done"
         if failure:
-            status = Run.Status.FAILED
+            status, outcome = Run.Status.FAILED, "failed"
         elif self.stop_requested or self.run.stop_reason == "cancelled":
-            status = Run.Status.STOPPED
-        if usage := fragments.turn_usage(self.run):  # before the run ends, so before a next turn
-            await self._publish(usage)
+            status, outcome = Run.Status.STOPPED, "stopped"
+        if usage := selectors.turn_usage_of(self.run):  # before the run ends: before a next turn
+            await self._emit(UsageReported(usage))
         await db(services.run_finish)(run=self.run, status=status, error=failure)
-        await self._publish(fragments.reply_status("", busy=False, finished=True))
-        if self.retry_requested and user_message is not None:
-            await reply_retry(
-                conversation=self.conversation,
-                message=user_message,
-                sender_channel=self.sender_channel,
-            )
+        await self._emit(ReplyFinished(outcome))
+        return Finished(outcome, self.retry_requested, user_message, self.sender)
 
     async def _note(self, text: str) -> None:
         note = await db(services.message_record_error)(conversation=self.conversation, text=text)
-        await self._publish(fragments.message_appended(note))
+        await self._emit(MessageAdded(note))
 
     async def _reconcile(self) -> None:
         """Let Letta's stored copy settle the mirror: our message's id, anything not streamed."""
@@ -592,7 +550,11 @@ class ReplyRelay:
             return
         added = await db(services.message_reconcile)(conversation=self.conversation, infos=infos)
         for message in added:
-            await self._publish(fragments.message_appended(message))
+            await self._emit(MessageAdded(message))
+
+
+def _piece_text(delta: ContentDelta | ToolCallDelta) -> str:
+    return delta.text if isinstance(delta, ContentDelta) else delta.arguments
 
 
 def _same_message(delta: ContentDelta | ToolCallDelta, other: object) -> bool:
@@ -614,43 +576,10 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         logger.warning("relay helper task failed", exc_info=task.exception())
 
 
-@dataclass(frozen=True)
-class _Busy:
-    run_id: str
+def _agent_name(conversation: Conversation) -> str:
+    return conversation.agent.origin.name  # a copy is shown by its template's name
 
 
 def _kept_by_letta(message: Message) -> bool:
     message.refresh_from_db(fields=["letta_id"])
     return message.letta_id is not None
-
-
-async def stop_on_letta(conversation: Conversation) -> None:
-    try:
-        await get_gateway().acancel(conversation_id=conversation.letta_id)
-    except LettaError as exc:
-        logger.warning("could not stop the run of %s: %s", conversation.letta_id, exc)
-
-
-async def reply_retry(*, conversation: Conversation, message: Message, sender_channel: str) -> bool:
-    """Send a failed message again (a new turn). False when a reply is still running."""
-    try:
-        message, run = await db(services.message_resend)(conversation=conversation, message=message)
-    except services.ConversationBusy:
-        return False
-    await publish(conversation.pk, fragments.message_replaced(message))
-    await relay_start(
-        conversation=conversation, run=run, user_message=message, sender_channel=sender_channel
-    )
-    return True
-
-
-async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel: str) -> bool:
-    """Resume a run whose relay is gone, in this process. False if someone else took it."""
-    if relay_running_here(conversation.pk) is not None:
-        return True
-    claimed = await db(services.run_claim)(run=run, stale_channel=stale_channel)
-    if not claimed:
-        return False
-    user_message = await db(lambda: run.user_message)()
-    await relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
-    return True
