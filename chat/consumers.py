@@ -165,7 +165,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 conversation=self.conversation,
                 text=text,
                 otid=_otid((frame.data or {}).get("otid")),
-                sender=self.channel_name,
+                sender=websink.sender_of(self.channel_name),
             )
         except actions.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
@@ -193,7 +193,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         try:
             started = await actions.message_retry(
-                conversation=self.conversation, message=message, sender=self.channel_name
+                conversation=self.conversation,
+                message=message,
+                sender=websink.sender_of(self.channel_name),
             )
         except actions.ConversationReadOnly as exc:
             await self.send(fragments.composer_error(str(exc)))

@@ -16,8 +16,14 @@ from conversations.events import Event, Stamp
 from conversations.models import Conversation
 from conversations.relay.control import layer
 
+SENDER_PREFIX = "ws:"  # a page's socket as the sender of a message: "ws:<its channel name>"
 EVENT_TYPE = "conversation.html"  # -> the group (or one socket): {"html", "relay", "tick"}
 SNAPSHOT_TYPE = "conversation.snapshot"  # -> one socket: {"html", "relay", "tick"}
+
+
+def sender_of(channel_name: str) -> str:
+    """How a page's socket names itself as a message's sender."""
+    return SENDER_PREFIX + channel_name
 
 
 def group_name(conversation_pk: int) -> str:
@@ -75,9 +81,10 @@ class WebSink:
         if isinstance(event, events.Snapshot):
             await self._snapshot(event, stamp)
         elif isinstance(event, events.TextGivenBack):
-            if event.sender:  # a socket's channel name (other clients pass none)
+            if event.sender.startswith(SENDER_PREFIX):  # sent from a page: back into its box
                 html = fragments.composer(conversation, text=event.text)
-                await layer().send(event.sender, _message(EVENT_TYPE, html, events.NO_STAMP))
+                channel = event.sender.removeprefix(SENDER_PREFIX)
+                await layer().send(channel, _message(EVENT_TYPE, html, events.NO_STAMP))
         else:
             for html in html_of(conversation, event):
                 await layer().group_send(

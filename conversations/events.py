@@ -84,8 +84,8 @@ class MessageChanged:
 
 @dataclass(frozen=True, slots=True)
 class TextGivenBack:
-    """A message the agent did not take: its text goes back to whoever sent it (``sender``: the
-    sending client's address, as the client gave it)."""
+    """A message the agent did not take: its text goes back to whoever sent it (``sender``: how
+    the sending client named itself; each sink recognises its own, e.g. "ws:<channel>")."""
 
     text: str
     sender: str
