@@ -20,6 +20,8 @@ from django.conf import settings
 from chat import fragments, limits, websink
 from conversations import actions, relay, selectors
 from conversations.models import Conversation, Run
+from conversations.relay import reaper
+from lettachat import shutdown
 from lettachat.aio import db
 
 logger = logging.getLogger(__name__)
@@ -103,10 +105,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     takeover: asyncio.Task[None] | None = None
     # The relay and tick of the last snapshot: group events up to it are already on the page.
     watermark: tuple[str, int] = ("", 0)
+    # The stored messages this socket has given its page: a page that catches up gets only what
+    # came after them, and a message it has is never added to it again.
+    shown: set[int]
     awaiting_resume: bool = False
-    stopped_run: int | None = None  # the run this socket asked Letta to cancel
 
     async def connect(self) -> None:
+        reaper.ensure_running()  # this process takes over runs whose relay died elsewhere
+        shutdown.track(self)  # closed with "server restarting" when the process goes away
         if not limits.socket_open(self):  # this person already holds the most sockets allowed
             await self.accept()
             await self.close(code=limits.CLOSE_TOO_MANY_SOCKETS)
@@ -123,6 +129,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.conversation = conversation
+        self.shown = set()
         self.group = websink.group_name(conversation.pk)
         # Until the page says what it shows (its first frame, "resume"), events wait here: the
         # catch-up it gets covers them.
@@ -132,6 +139,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        shutdown.untrack(self)
         limits.socket_closed(self)
         if self.takeover is not None:
             self.takeover.cancel()
@@ -222,11 +230,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         events that waited are dropped.
         """
         self.awaiting_resume = False
+        after = max([after, *self.shown])
         run = await db(selectors.run_active)(conversation=self.conversation)
         if run is None:
             stored = await db(selectors.message_list_after)(
                 conversation=self.conversation, after_pk=after
             )
+            self.shown.update(m.pk for m in stored)
             self.pending = None
             await self.send(
                 fragments.catch_up(
@@ -257,12 +267,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         run = await actions.reply_stop(conversation=self.conversation, retry=retry)
         if run is None:
             await self.send(fragments.idle_status())
-            return
-        if run.pk == self.stopped_run:
-            return  # Letta was told already: pressing Stop again sends no more cancels
-        self.stopped_run = run.pk
-        # Tell Letta at once too: this works even when the relay is in a process that died.
-        await actions.reply_cancel_on_letta(conversation=self.conversation)
 
     # Events from the conversation's group, and snapshots for this socket ---------------------
 
@@ -284,6 +288,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         relay_channel, tick = self.watermark
         if event.get("relay") and event["relay"] == relay_channel and event.get("tick", 0) <= tick:
             return  # already in the snapshot this page got
+        pks = event.get("pks") or []
+        if event.get("adds") and pks and set(pks) <= self.shown:
+            return  # a catch-up gave the page this message already
+        self.shown.update(pks)
         await self.send(text_data=event["html"])
 
     async def conversation_snapshot(self, event: dict[str, Any]) -> None:
@@ -292,6 +300,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             self.takeover = None
         pending, self.pending = self.pending or [], None
         self.watermark = (event["relay"], event["tick"])
+        self.shown.update(event.get("pks") or [])
         await self.send(text_data=event["html"])
         for queued in pending:
             await self.conversation_html(queued)

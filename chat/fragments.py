@@ -65,8 +65,20 @@ def reply_status(text: str, *, busy: bool, stalled: bool = False, finished: bool
     )
 
 
+def resync_request() -> str:
+    """Tell the page to catch up again (static/js/chat.js sends "resume" when this arrives)."""
+    return format_html(
+        '<div id="reply-resync" hx-swap-oob="true" hidden data-at="{}"></div>', uuid.uuid4().hex
+    )
+
+
 def idle_status() -> str:
     return reply_status("", busy=False)
+
+
+def drafts_dropped() -> str:
+    """Remove the drafts being streamed (what follows shows them again, whole)."""
+    return '<div hx-swap-oob="delete:#messages .msg-streaming"></div>'
 
 
 def catch_up(
@@ -78,7 +90,7 @@ def catch_up(
 ) -> str:
     """Bring a page up to date: drop its stale drafts (if it has any), add what it missed, then
     the live draft."""
-    parts = ['<div hx-swap-oob="delete:#messages .msg-streaming"></div>'] if drafts else []
+    parts = [drafts_dropped()] if drafts else []
     inner = SafeString()
     for message in stored:
         inner += render_to_string(f"{PAGE}#message", {"message": message})

@@ -47,11 +47,27 @@ def status_html(status: events.ReplyStatus) -> str:
 
 def html_of(conversation: Conversation, event: Event) -> list[str]:
     """The fragments an event becomes (each one group message, in order)."""
+    return [html for html, _, _ in fragments_of(conversation, event)]
+
+
+def fragments_of(conversation: Conversation, event: Event) -> list[tuple[str, int, bool]]:
+    """(fragment, the stored message it shows or 0, whether it adds that message to the page),
+    for each group message of an event."""
+    message = getattr(event, "message", None)
+    pk = message.pk if message is not None and message.pk else 0
+    adds = isinstance(event, events.MessageAdded)
+    return [(html, pk, adds) for html in _html(conversation, event)]
+
+
+def _html(conversation: Conversation, event: Event) -> list[str]:
     match event:
         case events.ReplyStatus():
             return [status_html(event)]
         case events.ReplyFinished():
             return [fragments.reply_status("", busy=False, finished=True)]
+        case events.Resync():
+            # The new relay streams the reply's draft again from its start: drop the old one now.
+            return [fragments.drafts_dropped() + fragments.resync_request()]
         case events.DraftStarted(draft=draft):
             return [fragments.stream_started(draft.stream_id, draft.kind, draft.text, draft.name)]
         case events.TextAppended(stream_id=stream_id, text=text):
@@ -86,9 +102,10 @@ class WebSink:
                 channel = event.sender.removeprefix(SENDER_PREFIX)
                 await layer().send(channel, _message(EVENT_TYPE, html, events.NO_STAMP))
         else:
-            for html in html_of(conversation, event):
+            for html, pk, adds in fragments_of(conversation, event):
                 await layer().group_send(
-                    group_name(conversation.pk), _message(EVENT_TYPE, html, stamp)
+                    group_name(conversation.pk),
+                    _message(EVENT_TYPE, html, stamp, [pk] if pk else [], adds=adds),
                 )
 
     async def _snapshot(self, snapshot: events.Snapshot, stamp: Stamp) -> None:
@@ -99,8 +116,20 @@ class WebSink:
             status=status_html(snapshot.status),
             drafts=snapshot.drafts,
         )
-        await layer().send(snapshot.reply_to, _message(SNAPSHOT_TYPE, html, stamp))
+        pks = [m.pk for m in snapshot.stored]
+        await layer().send(snapshot.reply_to, _message(SNAPSHOT_TYPE, html, stamp, pks))
 
 
-def _message(kind: str, html: str, stamp: Stamp) -> dict[str, Any]:
-    return {"type": kind, "html": html, "relay": stamp.relay, "tick": stamp.tick}
+def _message(
+    kind: str, html: str, stamp: Stamp, pks: list[int] | None = None, *, adds: bool = False
+) -> dict[str, Any]:
+    """A channel-layer message: the HTML, where it comes from (relay, tick), and the stored
+    messages it shows (``pks``; ``adds``: as new ones), so a socket knows what its page has."""
+    return {
+        "type": kind,
+        "html": html,
+        "relay": stamp.relay,
+        "tick": stamp.tick,
+        "pks": pks or [],
+        "adds": adds,
+    }

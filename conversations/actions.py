@@ -9,19 +9,22 @@ reply ended.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from conversations import selectors, services, sinks
 from conversations.events import ConversationActive, MessageAdded, MessageChanged
 from conversations.models import Conversation, Message, Run
-from conversations.relay import Finished, ReplyRelay, relay_channel_new, request_stop
+from conversations.relay import (
+    UNCONFIRMED,
+    Finished,
+    ReplyRelay,
+    relay_channel_new,
+    request_stop,
+)
 from conversations.relay import registry as relays
-from letta_gateway import LettaError, get_gateway
 from lettachat.aio import db
-
-logger = logging.getLogger(__name__)
 
 # Raised to the caller, who tells the person: the conversation is answering, or takes no more.
 ConversationBusy = services.ConversationBusy
@@ -76,9 +79,16 @@ async def message_retry(
     sender: str = "",
     also: tuple[sinks.Sink, ...] = (),
 ) -> bool:
-    """Send a failed message again, as a new turn. False when a reply is still running."""
+    """Send a failed message again. False when a reply is still running.
+
+    Never a second turn in Letta: a message whose fate was unknown keeps its otid, so that Letta
+    re-attaches to the turn it has, if it has one; others are new turns.
+    """
+    unconfirmed = message.error == UNCONFIRMED
     try:
-        message, run = await db(services.message_resend)(conversation=conversation, message=message)
+        message, run = await db(services.message_resend)(
+            conversation=conversation, message=message, keep_otid=unconfirmed
+        )
     except services.ConversationBusy:
         return False
     await sinks.emit(conversation, MessageChanged(message), also=also)
@@ -89,24 +99,28 @@ async def message_retry(
 
 
 async def reply_stop(*, conversation: Conversation, retry: bool = False) -> Run | None:
-    """Ask the running reply's relay (in whichever process) to stop; None if nothing runs.
-
-    The caller also tells Letta (``reply_cancel_on_letta``), so a stop works even when the
-    relay's process is gone.
-    """
+    """Stop the running reply (then send its message again, with ``retry``); None if nothing
+    runs. The stop is recorded with the run, so whichever relay follows it stops it, in whichever
+    process (one that takes the run over later included); that relay tells Letta, retrying until
+    Letta confirms. Pressing Stop again asks nothing more of anyone."""
     run = await db(selectors.run_active)(conversation=conversation)
     if run is None:
         return None
-    if run.relay_channel:
+    if await db(services.run_request_stop)(run=run) and run.relay_channel:
         await request_stop(run.relay_channel, retry=retry)
     return run
 
 
-async def reply_cancel_on_letta(*, conversation: Conversation) -> None:
-    try:
-        await get_gateway().acancel(conversation_id=conversation.letta_id)
-    except LettaError as exc:
-        logger.warning("could not stop the run of %s: %s", conversation.letta_id, exc)
+async def reply_adopt(*, run: Run, heard_before: datetime) -> bool:
+    """Follow a run whose relay has been silent since ``heard_before`` (its process died), in this
+    process. False if another process took it first."""
+    conversation, user_message = run.conversation, run.user_message  # read with the run
+    if relays.running_here(conversation.pk) is not None:
+        return False
+    if not await db(services.run_claim_abandoned)(run=run, heard_before=heard_before):
+        return False
+    await _relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
+    return True
 
 
 async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel: str) -> bool:
@@ -153,3 +167,13 @@ async def _relay_start(
     await relay.open(channel)
     relay.start()
     return relay
+
+
+async def relays_hand_over() -> None:
+    """This process is going away: its relays stop, and their runs are left for another
+    process to take over at once (the runs go on in Letta)."""
+    running = relays.all_running()
+    await db(services.runs_hand_over)(run_pks=[r.run.pk for r in running])
+    for relay in running:
+        if relay.task is not None:
+            relay.task.cancel()

@@ -116,6 +116,12 @@ class ReplyFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class Resync:
+    """Another relay follows the reply now (the one before died with its process): clients
+    catch up from it (ask it for a snapshot), so nothing shows twice or goes missing."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a (re)connecting client is missing, as of one moment of the reply: the stored
     messages after the last one it has, the draft so far, the status. For one client only
@@ -151,6 +157,7 @@ ReplyEvent = (
     | MemoryChanged
     | UsageReported
     | ReplyFinished
+    | Resync
     | Snapshot
 )
 Event = ReplyEvent | ConversationActive

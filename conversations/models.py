@@ -223,6 +223,12 @@ class Run(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     last_seq_id = models.IntegerField(null=True, blank=True)
     relay_channel = models.CharField(max_length=200, blank=True)
+    # When the relay following the run last said it is alive (every few seconds): a running run
+    # not heard of for longer is taken over by another process (``conversations.relay.reaper``).
+    relay_seen_at = models.DateTimeField(null=True, blank=True)
+    # When someone pressed Stop: whichever relay follows the run (one taking it over included)
+    # stops it.
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
     stop_reason = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     prompt_tokens = models.IntegerField(null=True, blank=True)

@@ -100,6 +100,20 @@ def run_active(*, conversation: Conversation) -> Run | None:
     return Run.objects.filter(conversation=conversation, status=Run.Status.RUNNING).first()
 
 
+def run_list_abandoned(*, heard_before: datetime, limit: int = 50) -> list[Run]:
+    """Running runs whose relay has not said it is alive since ``heard_before`` (with their
+    conversation and agent, for the relay that takes them over)."""
+    silent = Q(relay_seen_at__lt=heard_before) | Q(
+        relay_seen_at__isnull=True, created_at__lt=heard_before
+    )
+    return list(
+        Run.objects.filter(status=Run.Status.RUNNING)
+        .filter(silent)
+        .select_related("conversation__agent__template", "user_message")
+        .order_by("pk")[:limit]
+    )
+
+
 def message_get_failed(*, conversation: Conversation, pk: int) -> Message | None:
     """A message of this conversation that could not be sent (and so may be sent again)."""
     return (

@@ -6,7 +6,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
@@ -272,7 +272,13 @@ def message_send(
         conversation=conversation, message_type=Message.Type.USER, otid=otid
     ).first()
     if existing is not None:
-        return existing, None
+        if existing.content == text:
+            return existing, None
+        # The same id with other words: edited before the first send was acknowledged. A new
+        # message, never a silent drop (it waits its turn like any other).
+        otid = str(uuid.uuid4())
+    elif Message.objects.filter(otid=otid).exclude(conversation=conversation).exists():
+        otid = str(uuid.uuid4())  # an id first sent elsewhere is never this message's
     _ensure_writable(conversation)
     now = timezone.now()
     try:
@@ -303,8 +309,12 @@ def message_send(
     return message, run
 
 
-def message_resend(*, conversation: Conversation, message: Message) -> tuple[Message, Run]:
-    """Send a message that failed again, as a new turn (a new otid, so Letta does not replay)."""
+def message_resend(
+    *, conversation: Conversation, message: Message, keep_otid: bool = False
+) -> tuple[Message, Run]:
+    """Send a message that failed again: a new turn, with a new otid so Letta does not replay
+    the failed one; or, with ``keep_otid`` (its fate was unknown), the same otid, so that if
+    Letta has it after all it re-attaches to that turn instead of starting a second one."""
     _ensure_writable(conversation)
     with transaction.atomic():
         try:
@@ -312,7 +322,8 @@ def message_resend(*, conversation: Conversation, message: Message) -> tuple[Mes
                 run = Run.objects.create(conversation=conversation, user_message=message)
         except IntegrityError as exc:
             raise ConversationBusy from exc
-        message.otid = str(uuid.uuid4())
+        if not keep_otid:
+            message.otid = str(uuid.uuid4())
         message.error = ""
         message.save(update_fields=["otid", "error"])
     return message, run
@@ -323,6 +334,22 @@ def run_set_relay(*, run: Run, channel: str) -> None:
     Run.objects.filter(pk=run.pk).update(relay_channel=channel)
 
 
+def run_claim_abandoned(*, run: Run, heard_before: datetime) -> bool:
+    """Take over a running run whose relay has not been heard of since ``heard_before`` (its
+    process died); only one taker wins."""
+    silent = Q(relay_seen_at__lt=heard_before) | Q(
+        relay_seen_at__isnull=True, created_at__lt=heard_before
+    )
+    claimed = (
+        Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING)
+        .filter(silent)
+        .update(relay_channel=f"claimed.{uuid.uuid4().hex}", relay_seen_at=timezone.now())
+    )
+    if claimed:
+        run.refresh_from_db()
+    return bool(claimed)
+
+
 def run_claim(*, run: Run, stale_channel: str) -> bool:
     """Take over a run whose relay is gone; only one taker wins."""
     claimed = Run.objects.filter(
@@ -331,6 +358,28 @@ def run_claim(*, run: Run, stale_channel: str) -> bool:
     if claimed:
         run.refresh_from_db()
     return bool(claimed)
+
+
+def run_request_stop(*, run: Run) -> bool:
+    """Record that the person pressed Stop; False if it was recorded before (or the run ended)."""
+    now = timezone.now()
+    marked = Run.objects.filter(
+        pk=run.pk, status=Run.Status.RUNNING, stop_requested_at__isnull=True
+    ).update(stop_requested_at=now)
+    if marked:
+        run.stop_requested_at = now
+    return bool(marked)
+
+
+def runs_hand_over(*, run_pks: list[int]) -> None:
+    """Mark running runs as unheard-of for long: another process's reaper takes them at once."""
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    Run.objects.filter(pk__in=run_pks, status=Run.Status.RUNNING).update(relay_seen_at=long_ago)
+
+
+def run_seen(*, run: Run) -> None:
+    """The relay following ``run`` is alive (its heartbeat)."""
+    Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(relay_seen_at=timezone.now())
 
 
 def run_started(*, run: Run, letta_run_id: str) -> None:
@@ -437,6 +486,72 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
         )
         added.append(message)
     return added
+
+
+def message_settle_stopped(
+    *,
+    conversation: Conversation,
+    run: Run,
+    user_message: Message | None,
+    sent_otid: str,
+    infos: list[MessageInfo],
+) -> tuple[list[Message], list[Message]]:
+    """After a stop, make a turn's messages say what Letta kept: (changed, added).
+
+    Letta keeps nothing of a cancelled run: the person's message is marked as not kept (it can be
+    sent again). If Letta had finished the turn before the stop reached it, its messages are
+    taken as Letta has them. Only this turn's messages are touched (a next turn may be running).
+    """
+    from conversations.relay.loop import FINISHED_ANYWAY, NOT_KEPT
+
+    mine = [
+        i
+        for i in infos
+        if (run.letta_run_id and i.run_id == run.letta_run_id)
+        or (sent_otid and i.otid == sent_otid)
+    ]
+    changed: list[Message] = []
+    added: list[Message] = []
+    if user_message is not None:
+        user_message = Message.objects.filter(pk=user_message.pk, otid=sent_otid).first()
+        # None: sent again since (Retry), as a new turn that is not this one's to settle.
+    if user_message is not None:
+        kept = next((i for i in mine if i.message_type == Message.Type.USER), None)
+        if kept is not None:
+            user_message.letta_id, user_message.run_id, user_message.error = (
+                kept.letta_id,
+                kept.run_id,
+                "",
+            )
+        else:
+            user_message.error = NOT_KEPT
+        user_message.save(update_fields=["letta_id", "run_id", "error"])
+        changed.append(user_message)
+    for info in mine:
+        if info.message_type in (Message.Type.USER, Message.Type.SYSTEM):
+            continue
+        stored = Message.objects.filter(
+            conversation=conversation, letta_id=info.letta_id, message_type=info.message_type
+        ).first()
+        if stored is None:
+            added.append(
+                Message.objects.create(
+                    conversation=conversation,
+                    letta_id=info.letta_id,
+                    otid=info.otid,
+                    message_type=info.message_type,
+                    content=info.content,
+                    name=info.name,
+                    run_id=info.run_id,
+                    created_at=timezone.now(),
+                )
+            )
+        elif (stored.content, stored.error) != (info.content, ""):
+            stored.content = info.content
+            stored.error = FINISHED_ANYWAY if stored.error else ""
+            stored.save(update_fields=["content", "error"])
+            changed.append(stored)
+    return changed, added
 
 
 def _title_from(text: str) -> str:

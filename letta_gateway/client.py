@@ -36,6 +36,7 @@ from letta_gateway.types import (
     MessageKind,
     Ping,
     RunStarted,
+    RunState,
     Stopped,
     StreamError,
     StreamEvent,
@@ -70,7 +71,9 @@ def _error_from(exc: Exception) -> LettaError:
     if isinstance(exc, letta_client.APITimeoutError | httpx.TimeoutException):
         return LettaUnavailable("The Letta server did not answer in time.")
     if isinstance(exc, letta_client.APIConnectionError | httpx.TransportError):
-        return LettaUnavailable("The Letta server cannot be reached.")
+        cause = exc.__cause__ if isinstance(exc, letta_client.APIConnectionError) else exc
+        refused = isinstance(cause, httpx.ConnectError)  # the request never left
+        return LettaUnavailable("The Letta server cannot be reached.", reached=not refused)
     if isinstance(exc, letta_client.APIStatusError):
         status = exc.status_code
         if status == 409:
@@ -346,22 +349,43 @@ class LettaGateway:
                 yield event
 
     async def astream_resume(
-        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+        self,
+        *,
+        conversation_id: str,
+        run_id: str = "",
+        after_seq: int | None = None,
+        otid: str = "",
     ) -> AsyncIterator[StreamEvent]:
         """Follow a background run from after ``after_seq`` (from its start when None).
 
-        Without ``run_id`` this follows the conversation's active run, if any.
+        The run is ``run_id``, or the one a message with ``otid`` started (``LettaNotFound``: Letta
+        never got that message), or else the conversation's active run, if any.
         """
         client = self._aclients()[0]
         options: dict[str, Any] = {"include_pings": True}
         if run_id:
             options["run_id"] = run_id
+        elif otid:
+            options["otid"] = otid
         if after_seq is not None:
             options["starting_after"] = after_seq
         with _translated_errors():
             stream = await client.conversations.messages.stream(conversation_id, **options)
             async for event in self._events(stream):
                 yield event
+
+    async def arun_state(self, *, run_id: str) -> RunState | None:
+        """Where Letta says the run is (None: Letta does not know it)."""
+        try:
+            with _translated_errors():
+                run = await self._aclients()[0].runs.retrieve(run_id)
+        except LettaNotFound:
+            return None
+        return RunState(
+            run_id=run.id,
+            status=str(getattr(run.status, "value", run.status) or ""),
+            stop_reason=str(getattr(run.stop_reason, "value", run.stop_reason) or ""),
+        )
 
     async def acancel(self, *, conversation_id: str) -> bool:
         """Stop the conversation's active run; False when there was none."""
@@ -374,9 +398,17 @@ class LettaGateway:
 
     @staticmethod
     async def _events(stream: Any) -> AsyncIterator[StreamEvent]:
+        """Our events of one SSE stream. Letta sends a ping with the run's id first and then every
+        20 s: the first says the run started, the others are keep-alives (sent by the stream's
+        endpoint, not by the run, so they say nothing about the run being alive)."""
+        started = False
         try:
             async for raw in stream:
                 event = _stream_event(raw)
+                if isinstance(event, RunStarted):
+                    if started:
+                        event = Ping(event.seq_id)
+                    started = True
                 if event is not None:
                     yield event
         except letta_client.APIStatusError as exc:

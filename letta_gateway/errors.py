@@ -12,7 +12,15 @@ class LettaError(Exception):
 
 
 class LettaUnavailable(LettaError):
-    """Letta could not be reached, or did not answer in time."""
+    """Letta could not be reached, or did not answer in time.
+
+    ``reached``: the request may have reached Letta (it timed out, or the connection broke after
+    it was sent), so whatever it asked for may have happened. False: it never left (refused).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reached: bool = True) -> None:
+        super().__init__(message, status=status)
+        self.reached = reached
 
 
 class LettaNotFound(LettaError):

@@ -25,16 +25,24 @@ from letta_gateway import (
     MemoryBlockInfo,
     MessageInfo,
     RunStarted,
+    RunState,
     Stopped,
     StreamEvent,
     ToolInfo,
 )
 
 
+@dataclass(frozen=True)
+class Pause:
+    """In a script: the upstream says nothing for this long (a slow model, a silent run)."""
+
+    seconds: float
+
+
 @dataclass
 class Script:
     # Events, or an exception where the stream breaks; or an error the send raises at once.
-    events: Sequence[StreamEvent | BaseException] | LettaError
+    events: Sequence[StreamEvent | BaseException | Pause] | LettaError
     hold_after: int | None = None
     gate: asyncio.Event | None = None
     cancelled: bool = False
@@ -62,6 +70,9 @@ class ScriptedGateway:
     cancels: list[str] = field(default_factory=list)
     active: Script | None = None
     cancels_succeed: bool = True
+    # What Letta says of runs (arun_state), and how often it was asked.
+    run_states: dict[str, RunState | None] = field(default_factory=dict)
+    state_checks: list[str] = field(default_factory=list)
     # Memory: each agent's blocks (by agent id), and how often they were read.
     blocks: dict[str, list[MemoryBlockInfo]] = field(default_factory=dict)
     block_reads: list[str] = field(default_factory=list)
@@ -166,16 +177,34 @@ class ScriptedGateway:
         return gate
 
     async def astream_resume(
-        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+        self,
+        *,
+        conversation_id: str,
+        run_id: str = "",
+        after_seq: int | None = None,
+        otid: str = "",
     ) -> AsyncIterator[StreamEvent]:
         if self.down:
             raise self.down
-        self.resumed.append({"run_id": run_id, "after_seq": after_seq})
+        self.resumed.append(
+            {"run_id": run_id, "after_seq": after_seq, **({"otid": otid} if otid else {})}
+        )
+        if not self.resumes:  # nothing scripted: Letta has no such run (any more)
+            if otid:
+                raise LettaNotFound(f"No run found for otid={otid}.", status=404)
+            raise LettaError("No active runs found for this conversation.", status=400)
         script = self.resumes.popleft()
         if isinstance(script.events, LettaError):
             raise script.events
         async for event in self._play(script):
             yield event
+
+    async def arun_state(self, *, run_id: str) -> RunState | None:
+        """What Letta says of a run: as scripted in ``run_states``, else still running."""
+        if self.down:
+            raise self.down
+        self.state_checks.append(run_id)
+        return self.run_states.get(run_id, RunState(run_id, "running"))
 
     async def acancel(self, *, conversation_id: str) -> bool:
         if self.down:
@@ -206,6 +235,9 @@ class ScriptedGateway:
                     return
                 if isinstance(event, BaseException):
                     raise event  # a stream that breaks here
+                if isinstance(event, Pause):
+                    await asyncio.sleep(event.seconds)  # the upstream's own timing
+                    continue
                 yield event
         finally:
             if self.active is script:

@@ -99,6 +99,19 @@ class MessageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RunState:
+    """Where Letta says a run is: ``status`` created, running, completed, failed or cancelled."""
+
+    run_id: str
+    status: str
+    stop_reason: str = ""
+
+    @property
+    def over(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     """The first event of a reply: Letta has accepted the message and started a run."""
 
@@ -194,8 +207,14 @@ class Gateway(Protocol):
         self, *, conversation_id: str, text: str, otid: str
     ) -> AsyncIterator[StreamEvent]: ...
     def astream_resume(
-        self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
+        self,
+        *,
+        conversation_id: str,
+        run_id: str = "",
+        after_seq: int | None = None,
+        otid: str = "",
     ) -> AsyncIterator[StreamEvent]: ...
+    async def arun_state(self, *, run_id: str) -> RunState | None: ...
     async def acancel(self, *, conversation_id: str) -> bool: ...
     def list_conversations(
         self,

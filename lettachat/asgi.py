@@ -16,8 +16,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from conversations.relay import reaper  # noqa: E402
+from lettachat import shutdown  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
@@ -25,3 +27,13 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+
+async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+    """The router, with the process's background work started on the first call: the reaper
+    that takes over replies whose process died (conversations/relay/reaper.py), and the
+    graceful shutdown on SIGTERM (lettachat/shutdown.py)."""
+    if scope["type"] in ("http", "websocket"):
+        reaper.ensure_running()
+        shutdown.install()
+    return await router(scope, receive, send)

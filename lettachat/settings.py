@@ -196,6 +196,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "conversations": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "chat": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "lettachat": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     },
 }
 
@@ -218,6 +220,19 @@ LETTACHAT_RESUME_BACKOFF = env.float("LETTACHAT_RESUME_BACKOFF", default=1.0)
 # Threads for the database calls of sockets and replies (lettachat/aio.py); with PostgreSQL
 # each holds one pooled connection while it works (DATABASE_POOL_MAX_SIZE must be larger).
 LETTACHAT_DB_THREADS = env.int("LETTACHAT_DB_THREADS", default=8)
+# Never stuck (conversations/relay/loop.py): how often a silent run's state is asked of Letta;
+# how long a run that says nothing at all is given before it is stopped; how long a stopped run
+# is followed until Letta confirms; how often a relay says it is alive, and after how long
+# without that another process takes its run over (conversations/relay/reaper.py).
+LETTACHAT_RUN_CHECK_SECONDS = env.float("LETTACHAT_RUN_CHECK_SECONDS", default=10.0)
+LETTACHAT_GIVE_UP_SECONDS = env.float("LETTACHAT_GIVE_UP_SECONDS", default=300.0)
+LETTACHAT_SETTLE_SECONDS = env.float("LETTACHAT_SETTLE_SECONDS", default=120.0)
+LETTACHAT_RELAY_HEARTBEAT_SECONDS = env.float("LETTACHAT_RELAY_HEARTBEAT_SECONDS", default=5.0)
+LETTACHAT_REAP_AFTER_SECONDS = env.float("LETTACHAT_REAP_AFTER_SECONDS", default=20.0)
+LETTACHAT_REAPER = env.bool("LETTACHAT_REAPER", default=True)
+# On SIGTERM: sockets closed ("server restarting"), replies handed over, and the process gone
+# within this many seconds whatever is still running (lettachat/shutdown.py).
+LETTACHAT_SHUTDOWN_SECONDS = env.float("LETTACHAT_SHUTDOWN_SECONDS", default=10.0)
 # How long a reconnecting page waits for the relay of a running reply before taking it over.
 LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", default=3.0)
 

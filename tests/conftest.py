@@ -51,6 +51,13 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_background_reaper(settings):
+    """Tests take runs over when they say so (``reaper.reap_once``); the live servers of the
+    browser and process tests run the reaper as in production."""
+    settings.LETTACHAT_REAPER = False
+
+
 @pytest.fixture
 def fake_gateway(settings) -> ScriptedGateway:
     settings.LETTA_GATEWAY = "letta_gateway.fake.ScriptedGateway"

@@ -181,7 +181,8 @@ async def test_a_second_send_while_answering_is_refused(conversation, user, fake
 async def test_when_letta_is_down_the_message_is_marked_and_the_text_given_back(
     conversation, user, fake_gateway
 ):
-    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached."))
+    # Refused: the send never reached Letta (its fate is known).
+    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached.", reached=False))
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(communicator, "are you there?")
     frames = await frames_until_idle(communicator)

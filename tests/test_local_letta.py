@@ -161,6 +161,15 @@ def test_stall_pauses_after_first_token(client, model_url):
     assert content_events[3][0] - content_events[1][0] < 0.35
 
 
+def test_wait_says_nothing_at_all_before_the_first_token(client, model_url):
+    started = time.monotonic()
+    events, done = _stream(client, model_url, _body("[[wait:0.4]] later"))
+    assert done
+    content_events = [(t, d["content"]) for t, d in events if d.get("content")]
+    assert [c for _, c in content_events] == ["Echo:", " later"]
+    assert content_events[0][0] - started >= 0.35
+
+
 def test_markdown_sample_streamed_token_by_token(client, model_url):
     events, done = _stream(client, model_url, _body("[[markdown]]"))
     assert done

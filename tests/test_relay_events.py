@@ -103,7 +103,8 @@ async def test_a_tool_call_its_return_and_a_memory_change_are_events(conversatio
 
 
 async def test_a_message_letta_never_took_comes_back_to_its_sender(conversation, fake_gateway):
-    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached."))
+    # Refused: the send never reached Letta (its fate is known).
+    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached.", reached=False))
     sink = CollectingSink()
     await actions.message_send(
         conversation=conversation, text="hello?", otid="", sender="the-sender", also=(sink,)

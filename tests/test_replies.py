@@ -9,27 +9,31 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from channels.db import database_sync_to_async
 
 from conversations import relay
 from conversations.models import Message, Run
-from conversations.relay import control
+from conversations.relay import control, registry
 from letta_gateway import (
     ContentDelta,
     LettaBusy,
     LettaUnavailable,
+    MessageInfo,
     Ping,
     RunStarted,
     Stopped,
     ToolCallDelta,
 )
+from letta_gateway.fake import Pause
 from tests.page_model import PageModel
 from tests.websocket import frames_until_idle, open_socket, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WORDS = ["Once", " upon", " a", " time", " there", " was", " a", " relay."]
 
 
@@ -75,7 +79,12 @@ async def stop(communicator) -> None:
     await communicator.send_to(text_data=json.dumps({"type": "stop", "HEADERS": {}}))
 
 
-async def test_stop_mid_reply_keeps_the_partial_reply_marked_stopped(
+async def settled() -> None:
+    """Until every reply of this process is over, a stopped one's settling with Letta included."""
+    await registry.wait_all_done()
+
+
+async def test_stop_mid_reply_ends_it_at_once_and_the_turn_shows_what_letta_kept(
     conversation, user, fake_gateway
 ):
     fake_gateway.enqueue(reply(), hold_after=3)  # pauses after " upon"
@@ -83,14 +92,17 @@ async def test_stop_mid_reply_keeps_the_partial_reply_marked_stopped(
     await send_message(communicator, "tell me a story")
     await until(communicator, " upon")
     await stop(communicator)
-    await frames_until_idle(communicator)
+    frames = await frames_until_idle(communicator)
+    assert not any("Stopping" in f for f in frames), "over at once, not 'Stopping…'"
+    await settled()
     await communicator.disconnect()
 
     assert fake_gateway.cancels == [conversation.letta_id]
+    # Letta keeps nothing of a cancelled turn: the partial reply is kept here, marked once;
+    # the person's message says the agent did not keep it (and can be sent again).
     assert await stored(conversation) == [
-        ("user", "tell me a story", ""),
+        ("user", "tell me a story", relay.NOT_KEPT),
         ("assistant", "Once upon", "Stopped."),
-        ("error", "Stopped.", ""),
     ]
     [run] = await runs(conversation)
     assert run.status == Run.Status.STOPPED
@@ -103,13 +115,50 @@ async def test_stop_before_the_first_token(conversation, user, fake_gateway):
     await until(communicator, "is answering")
     await stop(communicator)
     await frames_until_idle(communicator)
+    await settled()
     await communicator.disconnect()
-    assert [(kind, content) for kind, content, _ in await stored(conversation)] == [
-        ("user", "tell me a story"),
-        ("error", "Stopped."),
-    ]
+    assert await stored(conversation) == [("user", "tell me a story", relay.NOT_KEPT)]
     [run] = await runs(conversation)
     assert run.status == Run.Status.STOPPED
+
+
+async def test_a_reply_letta_finished_before_the_stop_reached_it_is_shown_whole(
+    conversation, user, fake_gateway
+):
+    gate = fake_gateway.enqueue(reply(), hold_after=3)
+    fake_gateway.cancels_succeed = False  # the cancel comes too late: Letta finishes the run
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    await send_message(communicator, "tell me a story")
+    await until(communicator, " upon")
+    user_message = await database_sync_to_async(
+        lambda: conversation.messages.get(message_type="user")
+    )()
+    fake_gateway.stored[conversation.letta_id] = [
+        MessageInfo("lm-user", "user", "tell me a story", T0, otid=user_message.otid,
+                    run_id="run-1"),
+        MessageInfo("m-1", "assistant", "Once upon a time there was a relay.", T0,
+                    run_id="run-1"),
+    ]  # fmt: skip
+    await stop(communicator)
+    await frames_until_idle(communicator)
+    gate.set()
+    await settled()
+    page = PageModel()
+    for frame in await drain(communicator):
+        page.apply(frame)
+    await communicator.disconnect()
+
+    assert await stored(conversation) == [
+        ("user", "tell me a story", ""),
+        ("assistant", "Once upon a time there was a relay.", relay.FINISHED_ANYWAY),
+    ]
+
+
+async def drain(communicator) -> list[str]:
+    frames = []
+    while not await communicator.receive_nothing(timeout=0.2):
+        frames.append(await communicator.receive_from())
+    return frames
 
 
 async def test_stop_when_nothing_runs_just_says_so(conversation, user, fake_gateway):
@@ -273,13 +322,19 @@ async def test_a_silent_run_is_shown_as_stalled_and_recovers(
 
 
 async def test_pings_keep_a_run_from_looking_stalled(conversation, user, fake_gateway, settings):
-    settings.LETTACHAT_STALL_SECONDS = 5
-    fake_gateway.enqueue([RunStarted("run-1", 1), Ping(2), Ping(3), *reply()[1:]])
+    """Only pings for longer than the stall time, while Letta says the run is running: a slow
+    step, not a stall. (Letta pings every 20 s; here every 0.2 s against a 0.3 s stall.)"""
+    settings.LETTACHAT_STALL_SECONDS = 0.3
+    settings.LETTACHAT_RUN_CHECK_SECONDS = 0.1
+    pings = [event for n in range(2, 8) for event in (Ping(n), Pause(0.2))]
+    fake_gateway.enqueue([RunStarted("run-1", 1), *pings, *reply(first_seq=8)[1:]])
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(communicator, "go")
     frames = await frames_until_idle(communicator)
     await communicator.disconnect()
+    assert fake_gateway.state_checks, "Letta was asked where the silent run is"
     assert not any('data-stalled="true"' in f for f in frames)
+    assert ("assistant", "Once upon a time there was a relay.", "") in await stored(conversation)
 
 
 async def test_retry_on_a_stalled_run_stops_it_and_sends_the_message_again(
@@ -303,7 +358,8 @@ async def test_retry_on_a_stalled_run_stops_it_and_sends_the_message_again(
 
 
 async def test_retry_sends_a_failed_message_again(conversation, user, fake_gateway):
-    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached."))
+    # Refused: the send never reached Letta (its fate is known).
+    fake_gateway.enqueue(LettaUnavailable("The Letta server cannot be reached.", reached=False))
     fake_gateway.enqueue(reply())
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(communicator, "hello")
@@ -371,9 +427,9 @@ async def test_pressing_stop_again_sends_no_more_cancels(conversation, user, fak
     await until(communicator, " upon")
     for _ in range(5):
         await stop(communicator)
-    await until(communicator, "Stopping")
-    gate.set()
     await frames_until_idle(communicator)
+    gate.set()
+    await settled()
     await communicator.disconnect()
     assert fake_gateway.cancels == [conversation.letta_id]
 
@@ -396,6 +452,7 @@ async def test_stop_works_on_a_resumed_stream(conversation, user, fake_gateway, 
     await until(second, " upon")  # taken over, streaming again
     await stop(second)
     await frames_until_idle(second)
+    await settled()
     await second.disconnect()
     assert fake_gateway.cancels == [conversation.letta_id]
     [run] = await runs(conversation)

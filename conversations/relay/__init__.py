@@ -3,12 +3,27 @@
 running in this process (``registry``). Actions start relays (``conversations.actions``)."""
 
 from conversations.relay.control import relay_channel_new, request_snapshot, request_stop
-from conversations.relay.loop import STOP_REASONS, STOPPED_NOTE, Finished, ReplyRelay
+from conversations.relay.loop import (
+    FINISHED_ANYWAY,
+    LETTA_RESTARTED,
+    NOT_KEPT,
+    NOT_RECEIVED,
+    STOP_REASONS,
+    STOPPED_NOTE,
+    UNCONFIRMED,
+    Finished,
+    ReplyRelay,
+)
 from conversations.relay.registry import running_here
 
 __all__ = [
+    "FINISHED_ANYWAY",
+    "LETTA_RESTARTED",
+    "NOT_KEPT",
+    "NOT_RECEIVED",
     "STOPPED_NOTE",
     "STOP_REASONS",
+    "UNCONFIRMED",
     "Finished",
     "ReplyRelay",
     "relay_channel_new",

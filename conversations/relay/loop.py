@@ -18,6 +18,15 @@ No reply is lost, and none is shown twice:
   itself is gone (its process died), another takes the run over and resumes after the last
   stored message (``Run.last_seq_id``).
 
+Never stuck: content is progress; Letta's pings are kept as proof of life only while Letta says
+the run is running, and not at all once the relay has seen Letta go away (its runs die with it,
+but it goes on listing them as running and pinging their streams). Silence is told as "stalled";
+a run Letta says is over, or does not know, ends the relay; a run that cannot be alive (Letta
+restarted) or has said nothing for ``LETTACHAT_GIVE_UP_SECONDS`` is cancelled and ended.
+
+Stop ends the reply at once from the person's point of view; the relay then goes on quietly
+until Letta confirms (cancelling again until it does) and settles the mirror on what Letta kept.
+
 The relay reports how the reply ended (``on_finished``); what follows (a retry) is the action's.
 """
 
@@ -44,6 +53,7 @@ from conversations.events import (
     Outcome,
     ReplyFinished,
     ReplyStatus,
+    Resync,
     Snapshot,
     Stamp,
     TextAppended,
@@ -57,6 +67,7 @@ from letta_gateway import (
     LettaBusy,
     LettaError,
     LettaNotFound,
+    LettaUnavailable,
     Ping,
     RunStarted,
     Stopped,
@@ -87,6 +98,25 @@ STOP_REASONS = {
     "requires_approval": "The agent is waiting for a tool call to be approved.",
 }
 STOPPED_NOTE = "Stopped."
+NOT_KEPT = "Stopped: the agent did not keep this turn, and will not remember it."
+FINISHED_ANYWAY = "Letta had finished this reply before the stop reached it."
+LETTA_RESTARTED = (
+    "The Letta server restarted during this reply and did not finish it. Nothing after the "
+    "restart was kept."
+)
+NOT_RECEIVED = "Letta did not get this message."
+UNCONFIRMED = (
+    "Letta could not be reached to confirm it got this message. Retry sends it only if Letta "
+    "does not have it."
+)
+
+
+def gave_up_note() -> str:
+    minutes = settings.LETTACHAT_GIVE_UP_SECONDS / 60
+    return (
+        f"The agent said nothing for {minutes:g} minute{'s' if minutes != 1 else ''}: "
+        "this reply was stopped."
+    )
 
 
 @dataclass
@@ -124,7 +154,7 @@ class _Busy:
     run_id: str
 
 
-QueueItem = tuple[Literal["event", "control", "end", "failure"], Any]
+QueueItem = tuple[Literal["event", "control", "end", "failure", "quiet"], Any]
 
 
 class ReplyRelay:
@@ -143,6 +173,7 @@ class ReplyRelay:
         self.pk = conversation.pk
         self.run = run
         self.user_message = user_message
+        self.sent_otid = user_message.otid if user_message is not None else ""
         self.sender = sender  # the client that sent the message: its text goes back there
         self.resume = resume
         self.sinks = sinks
@@ -155,10 +186,20 @@ class ReplyRelay:
         self.run_started = bool(run.letta_run_id)
         self.failure = ""
         self.stop_note = ""
-        self.stop_requested = False
         self.retry_requested = False
         self.stalled = False
         self.done = False
+        # Progress: the last event of any kind, the last with content (loop times), and the last
+        # time Letta was asked where the run is.
+        self.heard_at = 0.0
+        self.content_at = 0.0
+        self.checked_at = 0.0
+        self.letta_went_away = False  # seen while following: Letta's runs do not survive it
+        self.lost = ""  # why the run is over although Letta's stream does not say so
+        self.stored_any = False  # a message of the reply is stored
+        self.by_otid = False  # following the run our message started, found by its otid
+        # Stop was pressed before this relay started (a relay taking a stopped run over).
+        self.stop_requested = run.stop_requested_at is not None
         self.task: asyncio.Task[None] | None = None
         self.cursor: str | None = None
         self.agent_name = ""
@@ -176,8 +217,8 @@ class ReplyRelay:
         await db(services.run_set_relay)(run=self.run, channel=self.channel)
 
     def start(self) -> None:
-        registry.add(self)
         self.task = asyncio.create_task(self._main(), name=f"reply-{self.pk}")
+        registry.add(self)
 
     # The loop ------------------------------------------------------------------------------------
 
@@ -186,10 +227,16 @@ class ReplyRelay:
         # stored before the loop runs, so the cursor is still the last message before it.
         reader = asyncio.create_task(self._read_letta())
         reader_control = asyncio.create_task(self._read_control())
+        heartbeat = asyncio.create_task(self._heartbeat())
+        loop = asyncio.get_running_loop()
+        self.heard_at = self.content_at = self.checked_at = loop.time()
         try:
             self.cursor = await db(selectors.message_last_letta_id)(conversation=self.conversation)
-            await self._emit(self._status())
-            await self._loop()
+            if self.resume:
+                await self._emit(Resync())  # a relay that takes over: pages catch up from it
+            if not self.stop_requested:
+                await self._emit(self._status())
+                await self._loop()
         except asyncio.CancelledError:
             # The process is going away: leave the run "running" for another relay to take over.
             # No _finish, so no closing message for the control reader: cancel it with the rest.
@@ -199,16 +246,30 @@ class ReplyRelay:
             logger.exception("relay for conversation %s failed", self.pk)
             self.failure = self.failure or "lettachat failed while relaying this reply."
         finally:
-            reader.cancel()
-            reader.add_done_callback(_retrieve)
+            heartbeat.cancel()
             reader_control.add_done_callback(_retrieve)
             registry.remove(self)
         try:
             finished = await self._finish()
         finally:
             await self._stop_control(reader_control)
-        if self.on_finished is not None:
-            await self.on_finished(finished)
+        try:
+            if self.on_finished is not None:
+                await self.on_finished(finished)
+            if self.stop_requested:
+                await self._settle()  # quietly: the person has seen the reply end
+        finally:
+            reader.cancel()
+            reader.add_done_callback(_retrieve)
+
+    async def _heartbeat(self) -> None:
+        """Tell other processes this relay is alive (``Run.relay_seen_at``), until it ends."""
+        while True:
+            try:
+                await db(services.run_seen)(run=self.run)
+            except Exception:
+                logger.exception("heartbeat of run %s failed", self.run.pk)
+            await asyncio.sleep(settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS)
 
     async def _stop_control(self, reader_control: asyncio.Task[None]) -> None:
         """End the control reader with a message rather than a cancel.
@@ -222,19 +283,20 @@ class ReplyRelay:
             reader_control.cancel()
 
     async def _loop(self) -> None:
-        stall_after = settings.LETTACHAT_STALL_SECONDS
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                kind, payload = await self._next(stall_after)
+                kind, payload = await self._next(self._wait())
             except TimeoutError:
-                if not self.stalled:
-                    self.stalled = True
-                    await self._emit(self._status())
-                continue
+                kind, payload = "quiet", None
+            now = loop.time()
             if kind == "end":
                 return
             if kind == "event":
-                if self.stalled:
+                self.heard_at = now
+                if not isinstance(payload, Ping):
+                    self.content_at = now
+                if self.stalled and not isinstance(payload, Ping):
                     self.stalled = False
                     await self._emit(self._status())
                 if isinstance(payload, ContentDelta | ToolCallDelta):
@@ -242,9 +304,51 @@ class ReplyRelay:
                 await self._handle(payload)
             elif kind == "control":
                 await self._control(payload)
+                if self.stop_requested:
+                    return  # over for the person at once; Letta is told and settled after
             elif kind == "failure":
                 self.failure = payload
                 return
+            if await self._silence(now):
+                return
+
+    def _wait(self) -> float:
+        """How long to wait for the next event before looking at the silence again."""
+        return float(min(settings.LETTACHAT_STALL_SECONDS, settings.LETTACHAT_RUN_CHECK_SECONDS))
+
+    async def _silence(self, now: float) -> bool:
+        """Look at how long Letta has said nothing; True when the reply is over for that.
+
+        Nothing at all (not even a ping) for the stall time: shown as stalled. No content for
+        the stall time: Letta is asked where the run is, every ``LETTACHAT_RUN_CHECK_SECONDS``;
+        over (or unknown) ends the reply, and so does "running" once Letta has been seen to go
+        away (its runs die with it); no content for ``LETTACHAT_GIVE_UP_SECONDS`` gives up.
+        """
+        stall = settings.LETTACHAT_STALL_SECONDS
+        if now - self.heard_at >= stall and not self.stalled:
+            self.stalled = True
+            await self._emit(self._status())
+        no_content_for = now - self.content_at
+        if no_content_for < stall or not self.run.letta_run_id:
+            return False
+        if no_content_for >= settings.LETTACHAT_GIVE_UP_SECONDS:
+            self.lost = gave_up_note()
+        elif now - self.checked_at >= settings.LETTACHAT_RUN_CHECK_SECONDS:
+            self.checked_at = now
+            try:
+                state = await self.gateway.arun_state(run_id=self.run.letta_run_id)
+            except LettaError as exc:
+                logger.info("could not ask Letta about %s: %s", self.run.letta_run_id, exc)
+                return False
+            if state is None or state.over:
+                logger.info("Letta says run %s is over: %s", self.run.letta_run_id, state)
+                return True  # whatever Letta kept, the reconcile brings in
+            if self.letta_went_away:
+                self.lost = LETTA_RESTARTED  # it lists the run as running: it is not
+        if self.lost:
+            await self._cancel()  # so Letta lists it as over and takes new messages
+            return True
+        return False
 
     async def _next(self, timeout: float) -> QueueItem:
         if self._held is not None:
@@ -280,7 +384,12 @@ class ReplyRelay:
     # Letta's side --------------------------------------------------------------------------------
 
     async def _read_letta(self) -> None:
-        """Feed Letta's events into the queue; resume the stream where it broke."""
+        """Feed Letta's events into the queue; resume the stream where it broke.
+
+        A send whose fate is unknown (Letta may have got it: a time-out, a connection broken
+        after sending) is settled by asking Letta for the run of the message's otid: followed if
+        there is one, "not sent" only if Letta says there is none.
+        """
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         while True:
@@ -296,37 +405,64 @@ class ReplyRelay:
                 await self._queue.put(("end", None))
                 return
             except LettaBusy as exc:
+                if not self.run_started and await db(_ours_and_stopped)(self.run, exc.run_id):
+                    # Our own stopped reply, not yet cancelled on Letta: the send was refused,
+                    # so sending again is safe once it is.
+                    deadline = deadline or loop.time() + settings.LETTACHAT_SETTLE_SECONDS
+                    if loop.time() > deadline:
+                        await self._queue.put(("failure", str(exc)))
+                        return
+                    await asyncio.sleep(settings.LETTACHAT_RESUME_BACKOFF)
+                    continue
                 # Letta is answering something else in this conversation: follow that instead.
                 await self._queue.put(("event", _Busy(exc.run_id)))
                 self.run_started = True
                 self.resume = True
                 self.read_seq = None
                 self.run.letta_run_id = exc.run_id
+            except LettaNotFound as exc:
+                if self.by_otid and not self.run_started:
+                    await self._queue.put(("failure", NOT_RECEIVED))  # asked: Letta never got it
+                else:
+                    await self._queue.put(("failure", str(exc)))
+                return
             except LettaError as exc:
-                gone = isinstance(exc, LettaNotFound) or (
-                    exc.status is not None and 400 <= exc.status < 500
-                )
-                if not self.run_started or gone:
+                went_away = isinstance(exc, LettaUnavailable)
+                maybe_sent = isinstance(exc, LettaUnavailable) and exc.reached
+                if not self.run_started and not maybe_sent and not self.by_otid:
+                    await self._queue.put(("failure", str(exc)))  # never reached Letta
+                    return
+                if not went_away and exc.status is not None and 400 <= exc.status < 500:
                     await self._queue.put(("failure", str(exc)))
                     return
-                # The run goes on in Letta: follow it again from the last event we read.
+                # The run may go on in Letta (or may have started): follow it again.
+                self.letta_went_away = self.letta_went_away or (went_away and self.run_started)
                 deadline = deadline or loop.time() + settings.LETTACHAT_RESUME_SECONDS
                 if loop.time() > deadline:
-                    await self._queue.put(("failure", str(exc)))
+                    note = UNCONFIRMED if not self.run_started else str(exc)
+                    await self._queue.put(("failure", note))
                     return
                 logger.info("stream of %s broke (%s); resuming", self.run.letta_run_id, exc)
+                if not self.run_started:
+                    self.by_otid = True  # find out from Letta whether it has the message
                 self.resume = True
                 await asyncio.sleep(settings.LETTACHAT_RESUME_BACKOFF)
 
     def _letta_stream(self) -> AsyncIterator[StreamEvent]:
         conversation_id = self.conversation.letta_id
-        if self.resume:
+        if self.resume and self.run.letta_run_id:
             return self.gateway.astream_resume(
                 conversation_id=conversation_id,
                 run_id=self.run.letta_run_id,
                 after_seq=self.read_seq,
             )
         assert self.user_message is not None
+        if self.by_otid:
+            return self.gateway.astream_resume(
+                conversation_id=conversation_id,
+                otid=self.user_message.otid,
+                after_seq=self.read_seq,
+            )
         return self.gateway.astream_reply(
             conversation_id=conversation_id,
             text=self.user_message.content,
@@ -365,6 +501,7 @@ class ReplyRelay:
                 run=self.run,
                 seq_id=event.seq_id,
             )
+            self.stored_any = True
             await self._emit(MessageAdded(message))
             if changed := await memory.memory_after_tool_return(
                 conversation=self.conversation, message=message
@@ -440,13 +577,17 @@ class ReplyRelay:
             run=self.run,
             seq_id=draft.seq_id,
         )
+        self.stored_any = True
         await self._emit(DraftStored(draft.stream_id, message))
 
-    async def _cancel(self) -> None:
+    async def _cancel(self) -> bool:
+        """Ask Letta to cancel the conversation's run; True once Letta has no run going."""
         try:
             await self.gateway.acancel(conversation_id=self.conversation.letta_id)
         except LettaError as exc:
             logger.warning("could not stop run %s: %s", self.run.letta_run_id, exc)
+            return False
+        return True  # cancelled, or nothing was running (Letta answers 409)
 
     # Requests from clients -----------------------------------------------------------------------
 
@@ -477,13 +618,9 @@ class ReplyRelay:
                 self.conversation, snapshot, Stamp(self.channel, self.tick), also=self.sinks
             )
         elif kind in (control.STOP_REQUEST, control.RETRY_REQUEST):
+            # Over for the person at once (the loop ends); Letta is told until it confirms.
             self.stop_requested = True
             self.retry_requested = kind == control.RETRY_REQUEST
-            await self._emit(ReplyStatus("stopping", self.agent_name))
-            # The client has told Letta already; if Letta had no run yet, RunStarted cancels it.
-            if self.stalled:
-                # Nothing is coming from Letta: do not wait for it to confirm.
-                await self._queue.put(("end", None))
 
     def _status(self) -> ReplyStatus:
         if self.stalled:
@@ -499,10 +636,12 @@ class ReplyRelay:
     # The end -------------------------------------------------------------------------------------
 
     async def _finish(self) -> Finished:
+        """The reply is over for the person: store what streamed, say how it ended."""
         self.done = True
-        failure, stop_note = self.failure, self.stop_note
-        if self.stop_requested and not stop_note:
-            stop_note = STOPPED_NOTE
+        if self.stop_requested:
+            return await self._finish_stopped()
+        failure = self.failure or self.lost
+        stop_note = self.stop_note
         await self._finish_draft(error=failure or stop_note)
         if self.run_started:
             await self._reconcile()
@@ -525,13 +664,77 @@ class ReplyRelay:
         outcome: Outcome = "done"
         if failure:
             status, outcome = Run.Status.FAILED, "failed"
-        elif self.stop_requested or self.run.stop_reason == "cancelled":
+        elif self.run.stop_reason == "cancelled":
             status, outcome = Run.Status.STOPPED, "stopped"
+        return await self._end(status, outcome, error=failure)
+
+    async def _finish_stopped(self) -> Finished:
+        """Stopped by the person: the part that streamed is kept, marked "Stopped." once (on the
+        partial reply, or on the message if nothing came); Letta is settled afterwards."""
+        partial = self.draft is not None
+        await self._finish_draft(error=STOPPED_NOTE)
+        user_message = self.user_message
+        if not partial and not self.stored_any and user_message is not None:
+            await db(services.message_mark_failed)(message=user_message, error=STOPPED_NOTE)
+            await self._emit(MessageChanged(user_message))
+        return await self._end(Run.Status.STOPPED, "stopped")
+
+    async def _end(self, status: str, outcome: Outcome, *, error: str = "") -> Finished:
         if usage := selectors.turn_usage_of(self.run):  # before the run ends: before a next turn
             await self._emit(UsageReported(usage))
-        await db(services.run_finish)(run=self.run, status=status, error=failure)
+        await db(services.run_finish)(run=self.run, status=status, error=error)
         await self._emit(ReplyFinished(outcome))
-        return Finished(outcome, self.retry_requested, user_message, self.sender)
+        return Finished(outcome, self.retry_requested, self.user_message, self.sender)
+
+    async def _settle(self) -> None:
+        """After a stop: cancel on Letta until it confirms, wait for the run's stream to end, and
+        make the mirror say what Letta kept of the turn (nothing, usually; all of it, if Letta had
+        finished first). Bounded by ``LETTACHAT_SETTLE_SECONDS``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.LETTACHAT_SETTLE_SECONDS
+        confirmed = await self._cancel()
+        ended = False
+        while not ended and loop.time() < deadline:
+            try:
+                kind, event = await self._next(settings.LETTACHAT_RESUME_BACKOFF)
+                ended = kind in ("end", "failure")
+                if (
+                    isinstance(event, RunStarted)
+                    and event.run_id
+                    and event.run_id != self.run.letta_run_id
+                ):  # the send landed after the stop: cancel that run
+                    self.run.letta_run_id = event.run_id
+                    await db(services.run_started)(run=self.run, letta_run_id=event.run_id)
+                    confirmed = await self._cancel()
+            except TimeoutError:
+                if not confirmed:
+                    confirmed = await self._cancel()
+                elif self.run.letta_run_id:
+                    try:
+                        state = await self.gateway.arun_state(run_id=self.run.letta_run_id)
+                    except LettaError:
+                        continue
+                    ended = state is None or state.over
+        if not ended:
+            logger.warning("run %s did not end after Stop", self.run.letta_run_id)
+        try:
+            infos = await self.gateway.alist_messages(
+                conversation_id=self.conversation.letta_id, after=self.cursor
+            )
+        except LettaError as exc:
+            logger.warning("could not settle %s after a stop: %s", self.run.letta_run_id, exc)
+            return
+        changed, added = await db(services.message_settle_stopped)(
+            conversation=self.conversation,
+            run=self.run,
+            user_message=self.user_message,
+            sent_otid=self.sent_otid,
+            infos=infos,
+        )
+        for message in changed:
+            await self._emit(MessageChanged(message))
+        for message in added:
+            await self._emit(MessageAdded(message))
 
     async def _note(self, text: str) -> None:
         note = await db(services.message_record_error)(conversation=self.conversation, text=text)
@@ -578,6 +781,15 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 def _agent_name(conversation: Conversation) -> str:
     return conversation.agent.origin.name  # a copy is shown by its template's name
+
+
+def _ours_and_stopped(run: Run, letta_run_id: str) -> bool:
+    """Whether ``letta_run_id`` is a reply of this conversation that was stopped here."""
+    return Run.objects.filter(
+        conversation_id=run.conversation_id,
+        letta_run_id=letta_run_id,
+        status=Run.Status.STOPPED,
+    ).exists()
 
 
 def _kept_by_letta(message: Message) -> bool:

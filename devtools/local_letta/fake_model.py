@@ -29,6 +29,7 @@ text that is echoed back, and can be combined (e.g. ``[[think:hmm]] [[stall:2]] 
                           field; Letta 0.16.8 turns them into ``reasoning_message`` events), then
                           the reply
     [[stall:N]]           after the first reply token, pause N seconds (float), then go on
+    [[wait:N]]            before anything at all (no first token), wait N seconds (float)
     [[fail:STATUS]]       answer at once with HTTP STATUS and an OpenAI-style error JSON.  The
                           response carries ``x-should-retry: false`` so the OpenAI SDK inside
                           Letta does not retry it (set FAKE_MODEL_FAIL_RETRY=1 to allow retries)
@@ -94,11 +95,12 @@ TOOL_RE = re.compile(r"\[\[tool:([A-Za-z0-9_\-]+)\s*(\{.*?\})?\s*\]\]", re.S)
 BLOCK_RE = re.compile(r"\[\[block:([A-Za-z0-9_\-/]+)\]\]")
 THINK_RE = re.compile(r"\[\[think:(.*?)\]\]", re.S)
 STALL_RE = re.compile(r"\[\[stall:([0-9]*\.?[0-9]+)\]\]")
+WAIT_RE = re.compile(r"\[\[wait:([0-9]*\.?[0-9]+)\]\]")
 FAIL_RE = re.compile(r"\[\[fail:(\d{3})\]\]")
 FAIL_MID_RE = re.compile(r"\[\[fail_mid\]\]")
 MARKDOWN_RE = re.compile(r"\[\[markdown\]\]")
 LONG_RE = re.compile(r"\[\[long:(\d+)\]\]")
-ALL_DIRECTIVES = (TOOL_RE, BLOCK_RE, THINK_RE, STALL_RE, FAIL_RE, FAIL_MID_RE, MARKDOWN_RE, LONG_RE)
+ALL_DIRECTIVES = (TOOL_RE, BLOCK_RE, THINK_RE, STALL_RE, WAIT_RE, FAIL_RE, FAIL_MID_RE, MARKDOWN_RE, LONG_RE)
 SLOW_RE = re.compile(r"\bslow\b")
 FAIL_MID_TOKENS = 3
 
@@ -222,6 +224,7 @@ class Plan:
     tool_args: dict = field(default_factory=dict)
     reasoning: str = ""
     stall: float = 0.0
+    wait: float = 0.0
     fail_status: int = 0
     fail_mid: bool = False
     slow: bool = False
@@ -251,6 +254,9 @@ def plan_reply(body: dict) -> Plan:
         s = STALL_RE.search(user)
         if s:
             plan.stall = float(s.group(1))
+        w = WAIT_RE.search(user)
+        if w:
+            plan.wait = float(w.group(1))
         plan.fail_mid = bool(FAIL_MID_RE.search(user))
         clean = strip_directives(user)
         plan.slow = bool(SLOW_RE.search(clean))
@@ -460,6 +466,8 @@ class Handler(BaseHTTPRequestHandler):
     def _chat(self, body):
         s = self.server.settings
         plan = plan_reply(body)
+        if plan.wait and (body.get("messages") or [{}])[-1].get("role") != "tool":
+            time.sleep(plan.wait)  # the model says nothing at all for a while
         if plan.kind == "fail":
             etype, code = ERROR_TYPES.get(
                 plan.fail_status,

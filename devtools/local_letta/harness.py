@@ -934,6 +934,40 @@ def stop_letta() -> bool:
         return True
 
 
+def kill_letta() -> bool:
+    """SIGKILL the Letta server at once (a crash: nothing of it finishes); True if it ran."""
+    cfg = config()
+    with _lock(cfg):
+        pid = _read_pid(cfg, "letta")
+        if pid is None:
+            return False
+        for send in (os.killpg, os.kill):
+            try:
+                send(pid, signal.SIGKILL)
+                break
+            except OSError:
+                continue
+        deadline = time.monotonic() + 10
+        while _pid_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (cfg.run / "letta.pid").unlink(missing_ok=True)
+        _say(f"killed letta (pid {pid})")
+        return True
+
+
+def pause_letta(paused: bool = True) -> None:
+    """SIGSTOP the Letta server (it hangs: connections open, nothing answered), or SIGCONT it."""
+    cfg = config()
+    pid = _read_pid(cfg, "letta")
+    if pid is None:
+        raise RuntimeError("the Letta server is not running")
+    sig = signal.SIGSTOP if paused else signal.SIGCONT
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        os.kill(pid, sig)
+
+
 def restart_letta() -> str:
     """Stop the Letta server process and start it again (db, redis, model keep running)."""
     stop_letta()

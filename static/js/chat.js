@@ -40,20 +40,37 @@
     if (thread) thread.dataset.connection = state;
   }
   document.addEventListener("htmx:wsConnecting", function () { setConnection("connecting"); });
-  document.addEventListener("htmx:wsOpen", function (event) {
-    setConnection("open");
-    // Before anything queued goes out: tell the server what this page already shows, so it sends
-    // what was missed while the connection was down and the reply in progress, exactly once.
+  // Tell the server what this page already shows, so it sends what the page is missing and the
+  // reply in progress, exactly once.
+  var socket = null;
+  function resume() {
+    if (!socket) return;
     var shown = 0;
     document.querySelectorAll('#messages article[id^="msg-"]').forEach(function (article) {
       shown = Math.max(shown, parseInt(article.id.slice(4), 10) || 0);
     });
     var drafts = document.querySelectorAll("#messages .msg-streaming").length;
-    event.detail.socketWrapper.sendImmediately(
-      JSON.stringify({ type: "resume", after: shown, drafts: drafts })
-    );
+    socket.sendImmediately(JSON.stringify({ type: "resume", after: shown, drafts: drafts }));
+  }
+  document.addEventListener("htmx:wsOpen", function (event) {
+    setConnection("open");
+    socket = event.detail.socketWrapper;
+    resume();  // before anything queued goes out: what was missed while the connection was down
   });
-  document.addEventListener("htmx:wsClose", function () { setConnection("closed"); });
+  // Another relay follows the reply now (the server's process changed): catch up from it.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "reply-resync") resume();
+  });
+  // The server process is going away (4012): reconnect (to another process), after a moment.
+  var CLOSE_RESTARTING = 4012;
+  document.addEventListener("htmx:wsClose", function (event) {
+    setConnection("closed");
+    var closed = event.detail && event.detail.event;
+    if (closed && closed.code === CLOSE_RESTARTING && event.detail.socketWrapper) {
+      var wrapper = event.detail.socketWrapper;
+      setTimeout(function () { wrapper.reconnect(); }, 500 + Math.random() * 1500);
+    }
+  });
 
   // Sending: keep the text in the box until the server has stored it (it then sends a fresh box).
   document.addEventListener("htmx:wsConfigSend", function (event) {

@@ -85,7 +85,7 @@ def test_the_memory_panel_shows_the_blocks_and_follows_a_memory_edit_live(
         f"{len(before.value)} / {before.limit} characters"
     )
     assert page.query_selector('#memory-panel .memory-block[data-label="persona"]')
-    assert "Shared by every conversation" in page.inner_text("#memory-panel")
+    assert "Shared by everyone who talks to" in page.inner_text("#memory-panel")  # a shared agent
 
     fact = f"Collects teapots, tag {uuid.uuid4().hex[:10]}."
     send(page, f"{insert(fact)} please remember")

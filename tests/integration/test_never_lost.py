@@ -12,8 +12,9 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import services
+from conversations import relay, services
 from conversations.models import Message, Run
+from conversations.relay import registry
 from devtools.local_letta import harness
 from tests.page_model import PageModel
 from tests.websocket import frames_until_idle, open_socket, send_message
@@ -91,15 +92,23 @@ async def test_stop_mid_stream_cancels_the_run_on_letta_and_keeps_the_partial_re
     await until(communicator, token)
     await communicator.send_to(text_data=json.dumps({"type": "stop"}))
     frames = await frames_until_idle(communicator, timeout=30)
+    await asyncio.wait_for(registry.wait_all_done(), 60)  # Letta confirms; the turn is settled
     await communicator.disconnect()
 
     run = await the_run(letta_conversation)
-    assert (run.status, run.stop_reason) == (Run.Status.STOPPED, "cancelled")
-    messages = await mirror(letta_conversation)
-    [partial] = [c for kind, c in messages if kind == "assistant"]
-    assert 0 < len(partial.split()) < 20, "stopped before the end"
-    assert ("error", "Stopped.") in messages
+    assert run.status == Run.Status.STOPPED
+    state = await letta_gateway.arun_state(run_id=run.letta_run_id)
+    assert state is not None and state.status == "cancelled"
+    messages = await database_sync_to_async(
+        lambda: list(Message.objects.filter(conversation=letta_conversation).order_by("pk"))
+    )()
+    [partial] = [m for m in messages if m.message_type == "assistant"]
+    assert 0 < len(partial.content.split()) < 20, "stopped before the end"
+    assert partial.error == relay.STOPPED_NOTE
+    [said] = [m for m in messages if m.message_type == "user"]
+    assert said.error == relay.NOT_KEPT, "Letta keeps nothing of a cancelled turn: it says so"
     assert any("Stopped." in f for f in frames)
+    assert await lettas_copy(letta_gateway, letta_conversation) == []
     assert await letta_gateway.acancel(conversation_id=letta_conversation.letta_id) is False, (
         "no run is left going on Letta"
     )
@@ -111,11 +120,15 @@ async def test_stop_before_the_first_token(letta_gateway, letta_conversation, us
     await until(communicator, lambda f: "is answering" in f)
     await communicator.send_to(text_data=json.dumps({"type": "stop"}))
     await frames_until_idle(communicator, timeout=30)
+    await asyncio.wait_for(registry.wait_all_done(), 60)
     await communicator.disconnect()
 
     run = await the_run(letta_conversation)
     assert run.status == Run.Status.STOPPED
-    assert [kind for kind, _ in await mirror(letta_conversation)][-1] == "error"
+    assert await mirror(letta_conversation) == [("user", "count [[long:20]] slow")]
+    [said] = await database_sync_to_async(lambda: list(letta_conversation.messages.all()))()
+    assert said.error == relay.NOT_KEPT
+    assert await lettas_copy(letta_gateway, letta_conversation) == []
     assert await letta_gateway.acancel(conversation_id=letta_conversation.letta_id) is False
 
 
