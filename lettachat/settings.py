@@ -200,9 +200,15 @@ LOGGING = {
 }
 
 # --- Letta ---------------------------------------------------------------------------------------
-# Unset LETTA_BASE_URL means: the local Letta server that `bin/run` starts (see README).
-LETTA_BASE_URL = env.str("LETTA_BASE_URL", default="http://127.0.0.1:8283")
+# Unset LETTA_BASE_URL means: the local Letta server that `bin/run` starts (see README). It runs
+# in Letta's secure mode with a key of its own (devtools/local_letta), used here unless
+# LETTA_API_KEY says otherwise.
+from devtools.local_letta import harness as _local_letta  # noqa: E402
+
+LETTA_BASE_URL = env.str("LETTA_BASE_URL", default=_local_letta.base_url())
 LETTA_API_KEY = env.str("LETTA_API_KEY", default="")
+if not LETTA_API_KEY and LETTA_BASE_URL.rstrip("/") == _local_letta.base_url():
+    LETTA_API_KEY = _local_letta.existing_api_key()
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
 # The gateway to use (tests swap in a scripted fake).

@@ -135,9 +135,19 @@ def letta_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def letta_agent_info(letta_url):
+def letta_api_key(letta_url) -> str:
+    """The key of the real server: the harness's own (Letta's secure mode), or
+    ``LETTA_TEST_API_KEY`` for a server given by ``LETTA_TEST_URL``."""
+    key = os.environ.get("LETTA_TEST_API_KEY", "")
+    if not key and letta_url.rstrip("/") == harness.base_url():
+        key = harness.api_key()
+    return key
+
+
+@pytest.fixture(scope="session")
+def letta_agent_info(letta_url, letta_api_key):
     """One agent on the real server for the whole run (made once, reused by later runs)."""
-    gateway = LettaGateway(base_url=letta_url, api_key="")
+    gateway = LettaGateway(base_url=letta_url, api_key=letta_api_key)
     for info in gateway.list_agents():
         if info.name == TEST_AGENT_NAME:
             return info
@@ -150,9 +160,9 @@ def letta_agent_info(letta_url):
 
 
 @pytest.fixture
-def letta_gateway(settings, letta_url) -> LettaGateway:
+def letta_gateway(settings, letta_url, letta_api_key) -> LettaGateway:
     settings.LETTA_BASE_URL = letta_url
-    settings.LETTA_API_KEY = ""
+    settings.LETTA_API_KEY = letta_api_key
     settings.LETTA_GATEWAY = "letta_gateway.client.LettaGateway"
     gateway = get_gateway()
     assert isinstance(gateway, LettaGateway)

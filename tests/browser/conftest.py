@@ -100,12 +100,12 @@ class LiveServer:
 
 
 @pytest.fixture
-def app_server(transactional_db, letta_url, tmp_path) -> Iterator[LiveServer]:
+def app_server(transactional_db, letta_url, letta_api_key, tmp_path) -> Iterator[LiveServer]:
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "LETTA_BASE_URL": letta_url,
-        "LETTA_API_KEY": "",
+        "LETTA_API_KEY": letta_api_key,
         "LETTACHAT_VAR_DIR": str(tmp_path / "var"),
         "SECRET_KEY": settings.SECRET_KEY,
         "DJANGO_SETTINGS_MODULE": "lettachat.settings",
