@@ -12,3 +12,4 @@ class ChatConfig(AppConfig):
         from conversations import sinks
 
         sinks.register(WebSink())  # every tab hears every conversation event of this process
+        from chat import sessions  # noqa: F401  (connects the signals that end sockets)

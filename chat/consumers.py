@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import fragments, limits, websink
+from chat import fragments, limits, sessions, websink
 from conversations import actions, relay, selectors
 from conversations.models import Conversation, Run
 from lettachat.aio import db
@@ -130,9 +130,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.awaiting_resume = True
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await sessions.socket_opened(self)  # closes the socket when the session ends
 
     async def disconnect(self, code: int) -> None:
         limits.socket_closed(self)
+        await sessions.socket_closed(self)
         if self.takeover is not None:
             self.takeover.cancel()
         if hasattr(self, "group"):
@@ -145,6 +147,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if kind != "stop" and (wait := limits.send_wait(self)):
             await self.send(fragments.composer_error(limits.send_refusal(wait)))
             return
+        if not await sessions.still_signed_in(self):
+            return  # the session ended: the socket is closing, the frame goes nowhere
         if self.awaiting_resume and kind != "resume":
             await self._stop_waiting_for_resume()  # a client that does not resume
         await HANDLERS[kind](self, Frame(text_data, bytes_data, data))
@@ -276,6 +280,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             await self.conversation_snapshot(message)
         else:
             await super().dispatch(message)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        await sessions.on_event(self, event)
 
     async def conversation_html(self, event: dict[str, Any]) -> None:
         if self.pending is not None:

@@ -263,4 +263,7 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.
 LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# Sockets end with their session (chat/sessions.py): besides the events that logout,
+# deactivation and password changes send, each socket re-checks its session this often.
+LETTACHAT_SESSION_CHECK_SECONDS = env.float("LETTACHAT_SESSION_CHECK_SECONDS", default=5.0)
 # --- end Security --------------------------------------------------------------------------------

@@ -107,6 +107,29 @@ async def test_a_deactivated_persons_socket_is_refused(conversation, user):
     await communicator.disconnect()
 
 
+async def test_an_open_socket_closes_when_its_session_logs_out_and_sends_nothing_after(
+    conversation, user, fake_gateway
+):
+    client = Client()
+    await database_sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = socket_with(
+        f"/ws/c/{conversation.letta_id}/",
+        [(b"origin", ORIGIN), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie)],
+    )
+    assert (await communicator.connect())[0]
+    await resumed(communicator)
+
+    await database_sync_to_async(client.post)("/logout/")
+
+    assert (await communicator.receive_output())["code"] == CLOSE_UNAUTHENTICATED
+    await send_message(communicator, "sent after logging out")
+    assert await communicator.receive_nothing()
+    await communicator.disconnect()
+    assert fake_gateway.sent == []
+    assert await messages_of(conversation) == []
+
+
 # --- Malformed frames --------------------------------------------------------------------------
 
 
