@@ -10,6 +10,7 @@ import asyncio
 import asyncio.runners
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 from channels.layers import channel_layers
@@ -21,6 +22,7 @@ from letta_gateway import get_gateway
 from letta_gateway.client import LettaGateway
 from letta_gateway.fake import ScriptedGateway
 from lettachat.aio import db_close_connections
+from tests.live import LiveServer, server_env
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -115,6 +117,32 @@ def make_conversation(agent):
 @pytest.fixture
 def conversation(make_conversation, user) -> Conversation:
     return make_conversation(user)
+
+
+@pytest.fixture
+def start_server(transactional_db, tmp_path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a lettachat server process (daphne) on the test database (and the test's Redis
+    layer, when the tests use one). The fake gateway (no Letta needed) and an hourly session
+    re-check, unless told otherwise."""
+    servers: list[LiveServer] = []
+
+    def start(**extra: str) -> LiveServer:
+        env = server_env(
+            tmp_path,
+            **{
+                "LETTA_GATEWAY": "letta_gateway.fake.ScriptedGateway",  # no Letta needed here
+                "LETTACHAT_SESSION_CHECK_SECONDS": "3600",
+                **extra,
+            },
+        )
+        server = LiveServer(env, tmp_path / f"daphne-{len(servers)}.log")
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 # --- The real Letta server ---------------------------------------------------------------------

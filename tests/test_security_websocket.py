@@ -59,8 +59,28 @@ def socket_with(path: str, headers: list[tuple[bytes, bytes]]) -> WebsocketCommu
         b"http://127.0.0.1.evil.example",
         b"http://localhost.evil.example:8000",
         b"https://evil.example",
+        b"http://127.0.0.1:9999",
+        b"https://127.0.0.1:8000",
+        b"http://localhost:3000",
+        b"http://localhost:8000",
+        b"http://127.0.0.1",
+        b"ws://127.0.0.1:8000",
+        b"http://127.0.0.1:8000.evil.example",
     ],
-    ids=["no-origin", "null", "lookalike-ip", "lookalike-host", "foreign"],
+    ids=[
+        "no-origin",
+        "null",
+        "lookalike-ip",
+        "lookalike-host",
+        "foreign",
+        "same-host-other-port",
+        "same-host-other-scheme",
+        "allowed-host-other-port",
+        "allowed-host-not-the-served-one",
+        "no-port",
+        "ws-scheme",
+        "port-lookalike",
+    ],
 )
 async def test_a_socket_from_another_origin_is_refused_before_anything_runs(
     conversation, user, origin
@@ -72,6 +92,39 @@ async def test_a_socket_from_another_origin_is_refused_before_anything_runs(
     connected, _ = await communicator.connect()
     assert not connected
     assert limits.sockets_open(user.pk) == 0
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra", "opens"),
+    [
+        (b"http://127.0.0.1:8000", b"127.0.0.1:8000", {}, True),
+        (b"http://LOCALHOST:8000", b"localhost:8000", {}, True),
+        # Served at a host that is not allowed: its own origin does not help.
+        (b"http://evil.example:8000", b"evil.example:8000", {}, False),
+        # Behind a TLS proxy: the page is https, the socket reaches daphne as plain ws.
+        (b"https://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"https"}, True),
+        (b"http://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"https"}, False),
+        (b"https://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"http"}, False),
+        # CSRF_TRUSTED_ORIGINS, exactly or by a subdomain wildcard, as Django reads it.
+        (b"https://chat.example.com", b"127.0.0.1:8000", {}, True),
+        (b"http://chat.example.com", b"127.0.0.1:8000", {}, False),
+        (b"https://chat.example.com:8443", b"127.0.0.1:8000", {}, False),
+        (b"https://eu.team.example", b"127.0.0.1:8000", {}, True),
+        (b"https://team.example.evil", b"127.0.0.1:8000", {}, False),
+    ],
+)
+async def test_an_origin_opens_a_socket_only_when_it_matches_exactly(
+    conversation, user, settings, origin, host, extra, opens
+):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.team.example"]
+    headers = [(b"origin", origin), (b"host", host), (b"cookie", await _session_cookie(user))]
+    if "proxy" in extra:
+        settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        headers.append((b"x-forwarded-proto", extra["proxy"]))
+    communicator = socket_with(f"/ws/c/{conversation.letta_id}/", headers)
+    connected, _ = await communicator.connect()
+    assert connected is opens
+    await communicator.disconnect()
 
 
 async def test_a_session_ended_by_logging_out_no_longer_opens_a_socket(conversation, user):

@@ -11,7 +11,6 @@ servers re-check sessions only once an hour here, unless a test says otherwise, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -31,39 +30,14 @@ from tests.live import (
     open_socket,
     post_form,
     served,
-    server_env,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def start_server(transactional_db, tmp_path) -> Iterator[Callable[..., LiveServer]]:
-    """Start a lettachat server process on the test database and the test's Redis layer."""
-    require(bool(os.environ.get("REDIS_URL")), "no Redis (REDIS_URL) for two server processes")
-    servers: list[LiveServer] = []
-
-    def start(**extra: str) -> LiveServer:
-        env = server_env(
-            tmp_path,
-            **{
-                "LETTA_GATEWAY": "letta_gateway.fake.ScriptedGateway",  # no Letta needed here
-                "LETTACHAT_SESSION_CHECK_SECONDS": "3600",
-                **extra,
-            },
-        )
-        server = LiveServer(env, tmp_path / f"daphne-{len(servers)}.log")
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def two_servers(start_server) -> tuple[LiveServer, LiveServer]:
+    require(bool(os.environ.get("REDIS_URL")), "no Redis (REDIS_URL) for two server processes")
     return start_server(), start_server()
 
 
