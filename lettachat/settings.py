@@ -13,6 +13,7 @@ single-process local run needs. Production switches by variables alone:
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -263,6 +264,25 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.
 LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# Login throttling (django-axes), on the site's login and the admin's: after
+# LETTACHAT_LOGIN_FAILURES wrong passwords for one username from one address, that pair is
+# refused (429, registration/locked_out.html) for LETTACHAT_LOGIN_LOCKOUT_MINUTES, counted from
+# the last failure. By username *and* address, so no one elsewhere can lock a person out, and
+# never for ever. Unlock early: manage.py axes_reset_username NAME (or axes_reset_ip, axes_reset).
+# The address is REMOTE_ADDR: behind a proxy, run daphne with --proxy-headers.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LETTACHAT_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LETTACHAT_LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+
 # Sockets end with their session (chat/sessions.py): besides the events that logout,
 # deactivation and password changes send, each socket re-checks its session this often.
 LETTACHAT_SESSION_CHECK_SECONDS = env.float("LETTACHAT_SESSION_CHECK_SECONDS", default=5.0)

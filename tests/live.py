@@ -105,18 +105,35 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 PASSWORD = "a-long-test-password"
 
 
-async def log_in(base_url: str, username: str, password: str = PASSWORD) -> httpx.AsyncClient:
-    """An HTTP client with a fresh session of ``username``, logged in through the login form."""
-    client = httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30)
-    await client.get("/login/")
-    answer = await client.post(
-        "/login/",
+def http_client(base_url: str, *, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A browser's HTTP side, connecting from ``address`` (any of loopback's 127.0.0.0/8)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        trust_env=False,
+        timeout=30,
+        transport=httpx.AsyncHTTPTransport(local_address=address),
+    )
+
+
+async def try_login(
+    client: httpx.AsyncClient, username: str, password: str, *, path: str = "/login/"
+) -> httpx.Response:
+    """Fill in and send a login form (the site's or the admin's) as a person would."""
+    await client.get(path)
+    return await client.post(
+        path,
         data={
             "username": username,
             "password": password,
             "csrfmiddlewaretoken": client.cookies["csrftoken"],
         },
     )
+
+
+async def log_in(base_url: str, username: str, password: str = PASSWORD) -> httpx.AsyncClient:
+    """An HTTP client with a fresh session of ``username``, logged in through the login form."""
+    client = http_client(base_url)
+    answer = await try_login(client, username, password)
     assert answer.status_code == 302, answer.text[:500]
     return client
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -658,7 +659,20 @@ def admin_objects(world) -> dict[type, Any]:
         AuditEvent: AuditEvent.objects.create(
             action="conversation.view", target_repr=f"Lisbon {SECRET} plans", owner=world.bob
         ),
-    }
+        # Login throttling's records (django-axes): staff read them and delete them to unlock.
+        AccessAttempt: AccessAttempt.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/", get_data="", post_data="", failures_since_start=1,
+        ),
+        AccessLog: AccessLog.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/",
+        ),
+        AccessFailureLog: AccessFailureLog.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/",
+        ),
+    }  # fmt: skip
     for model in admin.site._registry:
         assert model in objects, f"add an object of {model.__name__} to admin_objects"
     return objects

@@ -7,16 +7,23 @@ headers, logins through the forms, frames of every size.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from axes.models import AccessAttempt
 from channels.db import database_sync_to_async
+from django.core.management import call_command
+from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 
 from tests.live import (
     PASSWORD,
     cookie_header,
+    http_client,
     log_in,
     open_socket,
     served,
+    try_login,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,3 +62,68 @@ async def test_only_the_pages_exact_origin_opens_a_socket_with_the_persons_cooki
             await open_socket(server, path, cookie=cookie, origin=origin)
         assert refused.value.response.status_code == 403, origin
     await alice.aclose()
+
+
+# --- Logins are throttled by username and address ---------------------------------------------
+
+
+async def assert_locked_out(client, username, path):
+    """The right password is refused too, with a message that says why and for how long."""
+    answer = await try_login(client, username, PASSWORD, path=path)
+    assert answer.status_code == 429
+    assert "Too many failed logins" in answer.text and "15 minutes" in answer.text
+    assert "sessionid" not in answer.cookies
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"], ids=["site", "admin"])
+async def test_wrong_passwords_pause_that_username_from_that_address_only(
+    start_server, make_user, path
+):
+    server = start_server()
+    await database_sync_to_async(make_user)("alice", PASSWORD, is_staff=True)
+    await database_sync_to_async(make_user)("bob", PASSWORD, is_staff=True)
+    attacker = http_client(server.url)
+    for attempt in range(4):
+        answer = await try_login(attacker, "alice", f"guess-{attempt}", path=path)
+        assert answer.status_code == 200, attempt  # the form again, with its error
+    fifth = await try_login(attacker, "alice", "guess-5", path=path)
+    assert fifth.status_code == 429 and "Too many failed logins" in fifth.text
+    await assert_locked_out(attacker, "alice", path)
+    await assert_locked_out(attacker, "alice", path)  # and it stays so
+
+    # Alice, from her own address, is not locked out by what someone else did.
+    alice = http_client(server.url, address="127.0.0.2")
+    assert (await try_login(alice, "alice", PASSWORD, path=path)).status_code == 302
+    # Bob, from the attacker's address too.
+    bob = http_client(server.url)
+    assert (await try_login(bob, "bob", PASSWORD, path=path)).status_code == 302
+    for client in (attacker, alice, bob):
+        await client.aclose()
+
+
+async def test_a_paused_login_ends_after_the_cool_off_or_by_the_reset_command(
+    start_server, make_user
+):
+    server = start_server()
+    await database_sync_to_async(make_user)("alice", PASSWORD)
+    client = http_client(server.url)
+
+    async def lock_out():
+        for attempt in range(5):
+            await try_login(client, "alice", f"guess-{attempt}")  # the fifth locks
+        await assert_locked_out(client, "alice", "/login/")
+
+    await lock_out()
+    # Fifteen minutes pass (the attempts are dated back rather than waited for).
+    await database_sync_to_async(
+        lambda: AccessAttempt.objects.update(
+            attempt_time=timezone.now() - timedelta(minutes=15, seconds=1)
+        )
+    )()
+    assert (await try_login(client, "alice", PASSWORD)).status_code == 302
+
+    client.cookies.clear()
+    await lock_out()
+    await database_sync_to_async(call_command)("axes_reset_username", "alice")
+    assert (await try_login(client, "alice", PASSWORD)).status_code == 302
+    await client.aclose()
