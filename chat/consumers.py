@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 # Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-MAX_FRAME_BYTES = 256 * 1024
 
 
 class MessageRejected(ValueError):
@@ -142,6 +141,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         # A running reply is not cancelled: it finishes and is stored for the next visit.
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if size := limits.frame_too_big(text_data, bytes_data):  # before it is even parsed
+            await self.send(fragments.composer_error(limits.frame_refusal(size)))
+            return
         kind, data = _frame(text_data) if bytes_data is None else ("message", None)
         # A flood (of any kind of frame) is answered and reaches nothing else. Stop always works.
         if kind != "stop" and (wait := limits.send_wait(self)):
@@ -156,7 +158,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     # Handlers, one per kind of frame ---------------------------------------------------------
 
     async def on_message(self, frame: Frame) -> None:
-        if frame.bytes_data is not None or len(frame.text or "") > MAX_FRAME_BYTES:
+        if frame.bytes_data is not None:
             await self.send(fragments.composer_error("That message could not be read."))
             return
         try:

@@ -56,6 +56,7 @@ def _context(
             request, agent=agent, conversation=conversation, archived_view=archived_view
         ),
         "max_chars": settings.LETTACHAT_MAX_MESSAGE_CHARS,
+        "max_frame_bytes": settings.LETTACHAT_MAX_FRAME_BYTES,  # checked by the page (chat.js)
         "otid": uuid.uuid4(),  # the composer's id for the next message: a resend is recognised
         # A personal agent: whether the person's own copy has been made yet.
         "personal_copy": (

@@ -264,6 +264,18 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.
 LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# The largest websocket frame lettachat reads; larger ones get an error and the socket goes on.
+# Below the server's own cap (daphne: 1 MiB, past which it drops the connection), so an
+# oversized frame is always answered; the page checks it before sending, too.
+SERVER_MAX_FRAME_BYTES = 1024 * 1024
+LETTACHAT_MAX_FRAME_BYTES = env.int("LETTACHAT_MAX_FRAME_BYTES", default=256 * 1024)
+if not 0 < LETTACHAT_MAX_FRAME_BYTES < SERVER_MAX_FRAME_BYTES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"LETTACHAT_MAX_FRAME_BYTES must be above 0 and below the server's cap "
+        f"({SERVER_MAX_FRAME_BYTES:,} bytes), not {LETTACHAT_MAX_FRAME_BYTES:,}"
+    )
 # Login throttling (django-axes), on the site's login and the admin's: after
 # LETTACHAT_LOGIN_FAILURES wrong passwords for one username from one address, that pair is
 # refused (429, registration/locked_out.html) for LETTACHAT_LOGIN_LOCKOUT_MINUTES, counted from

@@ -7,6 +7,7 @@ headers, logins through the forms, frames of every size.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -16,8 +17,10 @@ from django.core.management import call_command
 from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 
+from conversations.models import Message
 from tests.live import (
     PASSWORD,
+    close_code,
     cookie_header,
     http_client,
     log_in,
@@ -127,3 +130,32 @@ async def test_a_paused_login_ends_after_the_cool_off_or_by_the_reset_command(
     await database_sync_to_async(call_command)("axes_reset_username", "alice")
     assert (await try_login(client, "alice", PASSWORD)).status_code == 302
     await client.aclose()
+
+
+# --- Oversized frames are answered; past the server's own cap, the server drops them ---------
+
+
+async def test_a_frame_over_the_apps_limit_gets_an_error_and_the_socket_serves_on(
+    start_server, alices_thread
+):
+    server = start_server()  # the defaults: 256 KiB for lettachat, 1 MiB for daphne
+    alice = await log_in(server.url, "alice")
+    socket = await open_socket(
+        server, f"/ws/c/{alices_thread.letta_id}/", cookie=cookie_header(alice)
+    )
+    await served(socket)
+
+    for size in [256 * 1024 + 1, 1024 * 1024 - 1]:
+        await socket.send(json.dumps({"message": "x" * (size - 30), "HEADERS": {}}))
+        error = str(await socket.recv())
+        assert 'id="composer-error"' in error and "too large to send" in error, size
+        assert "the limit is 256 KB" in error
+        assert "x" * 100 not in error
+        assert "data-busy" in await served(socket)
+    assert not await database_sync_to_async(Message.objects.exists)()
+
+    # Past daphne's own cap nothing of lettachat runs: the server drops the connection (the
+    # page never sends such a frame: it checks the app's limit first, tests/browser).
+    await socket.send("x" * (1024 * 1024 + 1))
+    assert await close_code(socket) in (1006, 1009)
+    await alice.aclose()

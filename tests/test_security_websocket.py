@@ -255,6 +255,30 @@ async def test_a_one_megabyte_frame_gets_an_error_and_the_socket_keeps_serving(
     ]
 
 
+async def test_frames_over_the_byte_limit_are_refused_by_size_and_the_socket_keeps_serving(
+    conversation, user, fake_gateway, settings
+):
+    settings.LETTACHAT_MAX_FRAME_BYTES = 1000
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    envelope = len(json.dumps({"message": "", "HEADERS": {}}))
+    # Exactly at the limit: read (and refused only as a message with nothing but spaces).
+    await send_message(communicator, " " * (1000 - envelope))
+    assert "Type a message first." in await communicator.receive_from()
+    # One byte over, counted in UTF-8 bytes, not characters (ensure_ascii=False, as the page).
+    frame = json.dumps({"message": "é" * 400 + "x" * (201 - envelope), "HEADERS": {}},
+                       ensure_ascii=False)  # fmt: skip
+    assert len(frame) < 1000 < len(frame.encode())
+    await communicator.send_to(text_data=frame)
+    error = await communicator.receive_from()
+    assert 'id="composer-error"' in error
+    assert "too large to send (1001 bytes; the limit is 1000 bytes)" in error
+    await communicator.send_to(bytes_data=b"\0" * 1001)
+    assert "too large to send" in await communicator.receive_from()
+    await still_serves(communicator, fake_gateway)
+    await communicator.disconnect()
+    assert [s["text"] for s in fake_gateway.sent] == ["are you still there?"]
+
+
 async def test_fields_in_a_frame_cannot_point_a_message_at_another_conversation(
     conversation, make_conversation, user, other_user, fake_gateway
 ):

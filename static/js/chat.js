@@ -95,6 +95,26 @@
     }
   }
 
+  // Too large to send: said here, before it goes (the server would answer the same; past its
+  // own cap it would drop the connection instead). The text stays in the box.
+  document.addEventListener("htmx:wsBeforeSend", function (event) {
+    var thread = document.querySelector(".thread-inner");
+    var limit = thread ? parseInt(thread.dataset.maxFrameBytes, 10) : 0;
+    if (!limit) return;
+    var size = new TextEncoder().encode(event.detail.message).length;
+    if (size <= limit) return;
+    event.preventDefault();
+    var error = document.getElementById("composer-error");
+    if (error) {
+      error.textContent = "That message is too large to send (" + kib(size) +
+        "; the limit is " + kib(limit) + "). Please shorten it.";
+    }
+  });
+
+  function kib(size) {
+    return size >= 1024 ? Math.round(size / 1024).toLocaleString("en") + " KB" : size + " bytes";
+  }
+
   // Sending: keep the text in the box until the server has stored it (it then sends a fresh box).
   document.addEventListener("htmx:wsConfigSend", function (event) {
     var error = document.getElementById("composer-error");
