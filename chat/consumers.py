@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import fragments, limits, sessions, websink
-from conversations import actions, relay, selectors
+from conversations import actions, quotas, relay, selectors
 from conversations.models import Conversation, Run
 from lettachat.aio import db
 
@@ -176,7 +176,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         except actions.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
             return
-        except actions.ConversationReadOnly as exc:
+        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         # The sender's box is emptied only now that the message is stored.
@@ -203,7 +203,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 message=message,
                 sender=websink.sender_of(self.channel_name),
             )
-        except actions.ConversationReadOnly as exc:
+        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         if not started:

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import personal_data
+from conversations import personal_data, quotas
 from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -94,7 +94,11 @@ def agent_ensure_demo(*, gateway: Gateway, model: str) -> Agent | None:
 def conversation_create(*, gateway: Gateway, user: AbstractBaseUser, agent: Agent) -> Conversation:
     """Start a new Letta conversation with ``agent`` (the agent the person picked), owned by
     ``user``: on a shared agent itself, on the person's own copy of a personal one (made on
-    their first conversation)."""
+    their first conversation).
+
+    Raises ``quotas.QuotaExceeded`` (before asking Letta) past the person's rate of new ones.
+    """
+    quotas.conversation_create_check(user=user)
     target = (
         agent
         if agent.sharing == Agent.Sharing.SHARED
@@ -277,6 +281,7 @@ def message_send(
     now = timezone.now()
     try:
         with transaction.atomic():
+            quotas.reply_start_check(conversation=conversation)
             message = Message.objects.create(
                 conversation=conversation,
                 otid=otid,
@@ -307,6 +312,7 @@ def message_resend(*, conversation: Conversation, message: Message) -> tuple[Mes
     """Send a message that failed again, as a new turn (a new otid, so Letta does not replay)."""
     _ensure_writable(conversation)
     with transaction.atomic():
+        quotas.reply_start_check(conversation=conversation)
         try:
             with transaction.atomic():
                 run = Run.objects.create(conversation=conversation, user_message=message)
@@ -521,6 +527,7 @@ def conversation_fork(
     ):
         raise ValueError("A fork point must be a message of the conversation that Letta holds.")
     _ensure_writable(conversation)  # a fork lives on the same agent: a template takes none
+    quotas.conversation_create_check(user=user)
     info = gateway.fork_conversation(
         conversation_id=conversation.letta_id,
         message_id=at_message.letta_id if at_message else None,

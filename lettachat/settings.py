@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "chat.middleware.private_pages",  # Cache-Control: private, no-store for logged-in people
 ]
 
 ROOT_URLCONF = "lettachat.urls"
@@ -264,6 +265,10 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.
 LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# Per-person limits (conversations/quotas.py): new conversations (forks too) in any M seconds
+# ("N/M"), and replies running at once across a person's conversations.
+LETTACHAT_NEW_CONVERSATION_RATE = env.str("LETTACHAT_NEW_CONVERSATION_RATE", default="10/60")
+LETTACHAT_MAX_RUNNING_REPLIES = env.int("LETTACHAT_MAX_RUNNING_REPLIES", default=3)
 # The largest websocket frame lettachat reads; larger ones get an error and the socket goes on.
 # Below the server's own cap (daphne: 1 MiB, past which it drops the connection), so an
 # oversized frame is always answered; the page checks it before sending, too.

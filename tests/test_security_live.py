@@ -7,6 +7,7 @@ headers, logins through the forms, frames of every size.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.live import (
     PASSWORD,
     close_code,
@@ -25,6 +26,7 @@ from tests.live import (
     http_client,
     log_in,
     open_socket,
+    post_form,
     served,
     try_login,
 )
@@ -158,4 +160,64 @@ async def test_a_frame_over_the_apps_limit_gets_an_error_and_the_socket_serves_o
     # page never sends such a frame: it checks the app's limit first, tests/browser).
     await socket.send("x" * (1024 * 1024 + 1))
     assert await close_code(socket) in (1006, 1009)
+    await alice.aclose()
+
+
+# --- Per-person limits and private pages, against the real Letta ------------------------------
+
+
+async def frame_with(socket, text: str, timeout: float = 30) -> str:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = str(await socket.recv())
+            if text in frame:
+                return frame
+
+
+@pytest.mark.integration
+async def test_a_person_is_limited_in_new_conversations_and_replies_at_once_and_pages_are_private(
+    start_server, letta_url, letta_api_key, letta_agent, make_user
+):
+    server = start_server(
+        LETTA_GATEWAY="letta_gateway.client.LettaGateway",
+        LETTA_BASE_URL=letta_url,
+        LETTA_API_KEY=letta_api_key,
+        LETTACHAT_NEW_CONVERSATION_RATE="2/60",
+        LETTACHAT_MAX_RUNNING_REPLIES="1",
+    )
+    await database_sync_to_async(make_user)("alice", PASSWORD)
+    alice = await log_in(server.url, "alice")
+
+    page = await alice.get(f"/a/{letta_agent.letta_id}/")
+    assert page.status_code == 200
+    assert {"private", "no-store"} <= {d.strip() for d in page.headers["cache-control"].split(",")}
+
+    new = f"/a/{letta_agent.letta_id}/new/"
+    for _ in range(2):
+        assert (await post_form(alice, new)).status_code == 302
+    refused = await post_form(alice, new)
+    assert refused.status_code == 429
+    assert "you started 2 conversations in the last minute" in refused.text
+    first, second = await database_sync_to_async(
+        lambda: list(Conversation.objects.order_by("pk"))
+    )()
+    assert (await alice.get(f"/c/{first.letta_id}/")).headers["cache-control"].count("no-store")
+
+    cookie = cookie_header(alice)
+    busy = await open_socket(server, f"/ws/c/{first.letta_id}/", cookie=cookie)
+    other = await open_socket(server, f"/ws/c/{second.letta_id}/", cookie=cookie)
+    await served(busy)
+    await served(other)
+    await busy.send(json.dumps({"message": "[[stall:8]] take your time", "HEADERS": {}}))
+    await frame_with(busy, 'data-busy="true"')
+    await other.send(json.dumps({"message": "meanwhile, hello", "HEADERS": {}}))
+    refusal = await frame_with(other, 'id="composer-error"')
+    assert "at most 1 may run at once" in refusal
+
+    await busy.send(json.dumps({"type": "stop", "HEADERS": {}}))
+    await frame_with(busy, 'data-busy="false"', timeout=60)
+    await other.send(json.dumps({"message": "now hello", "HEADERS": {}}))
+    await frame_with(other, "Echo: now hello", timeout=60)
+    for socket in (busy, other):
+        await socket.close()
     await alice.aclose()
