@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import personal_data, quotas
+from conversations import otids, personal_data, quotas
 from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -272,6 +272,7 @@ def message_send(
     Idempotent: a message whose ``otid`` is already recorded is not recorded again (the run is
     then None). Raises ``ConversationBusy`` while another run of the conversation is running.
     """
+    otid = otids.otid_for_send(conversation=conversation, otid=otid)  # never another's turn
     existing = Message.objects.filter(
         conversation=conversation, message_type=Message.Type.USER, otid=otid
     ).first()

@@ -62,6 +62,8 @@ class ScriptedGateway:
     cancels: list[str] = field(default_factory=list)
     active: Script | None = None
     cancels_succeed: bool = True
+    # The conversation of each run, as Letta would report it; a run not listed: cannot be told.
+    run_conversations: dict[str, str] = field(default_factory=dict)
     # Memory: each agent's blocks (by agent id), and how often they were read.
     blocks: dict[str, list[MemoryBlockInfo]] = field(default_factory=dict)
     block_reads: list[str] = field(default_factory=list)
@@ -176,6 +178,11 @@ class ScriptedGateway:
             raise script.events
         async for event in self._play(script):
             yield event
+
+    async def arun_conversation(self, *, run_id: str) -> str | None:
+        if self.down:
+            raise self.down
+        return self.run_conversations.get(run_id)
 
     async def acancel(self, *, conversation_id: str) -> bool:
         if self.down:

@@ -196,6 +196,10 @@ class Gateway(Protocol):
     def astream_resume(
         self, *, conversation_id: str, run_id: str = "", after_seq: int | None = None
     ) -> AsyncIterator[StreamEvent]: ...
+    async def arun_conversation(self, *, run_id: str) -> str | None:
+        """The conversation a run belongs to ("" for none; None when it cannot be told)."""
+        ...
+
     async def acancel(self, *, conversation_id: str) -> bool: ...
     def list_conversations(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from django.utils import timezone
 from websockets.exceptions import InvalidStatus
 
 from conversations.models import Conversation, Message
+from letta_gateway.client import LettaGateway
 from tests.live import (
     PASSWORD,
     close_code,
@@ -221,3 +223,72 @@ async def test_a_person_is_limited_in_new_conversations_and_replies_at_once_and_
     for socket in (busy, other):
         await socket.close()
     await alice.aclose()
+
+
+# --- An otid belongs to the conversation it was first sent in ---------------------------------
+
+
+async def frames_until(socket, text: str, timeout: float = 60) -> list[str]:
+    frames: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not frames or text not in frames[-1]:
+            frames.append(str(await socket.recv()))
+    return frames
+
+
+@pytest.mark.integration
+async def test_another_persons_otid_never_brings_their_reply_into_ones_thread(
+    start_server, letta_url, letta_api_key, letta_agent, make_user
+):
+    server = start_server(
+        LETTA_GATEWAY="letta_gateway.client.LettaGateway",
+        LETTA_BASE_URL=letta_url,
+        LETTA_API_KEY=letta_api_key,
+    )
+    sockets = {}
+    for name in ("bob", "mallory"):
+        await database_sync_to_async(make_user)(name, PASSWORD)
+        client = await log_in(server.url, name)
+        assert (await post_form(client, f"/a/{letta_agent.letta_id}/new/")).status_code == 302
+        conversation = await database_sync_to_async(
+            lambda name=name: Conversation.objects.get(owner__username=name)
+        )()
+        sockets[name] = await open_socket(
+            server, f"/ws/c/{conversation.letta_id}/", cookie=cookie_header(client)
+        )
+        await served(sockets[name])
+        await client.aclose()
+    bobs = await database_sync_to_async(lambda: Conversation.objects.get(owner__username="bob"))()
+
+    # Bob's message, through lettachat: Mallory's frame with its otid is a turn of her own.
+    otid = str(uuid.uuid4())
+    await sockets["bob"].send(json.dumps({"message": "bobs secret plan", "otid": otid}))
+    await frame_with(sockets["bob"], "Echo: bobs secret plan")
+    await sockets["mallory"].send(json.dumps({"message": "hello there", "otid": otid}))
+    frames = await frames_until(sockets["mallory"], 'data-busy="false"')
+    assert any("Echo: hello there" in f for f in frames)
+    assert not any("secret" in f for f in frames)
+
+    # A message of Bob's that lettachat never saw (sent to Letta directly): the run Letta
+    # re-attaches Mallory's frame to is Bob's, and it is not followed.
+    other = str(uuid.uuid4())
+    direct = LettaGateway(base_url=letta_url, api_key=letta_api_key)
+    async for _event in direct.astream_reply(
+        conversation_id=bobs.letta_id, text="bobs other secret", otid=other
+    ):
+        pass
+    await sockets["mallory"].send(json.dumps({"message": "hi again", "otid": other}))
+    frames = await frames_until(sockets["mallory"], 'data-busy="false"')
+    assert not any("secret" in f for f in frames)
+    assert any("Letta matched this message to a reply in another conversation" in f for f in frames)
+
+    mallorys = await database_sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation__owner__username="mallory").values_list(
+                "content", flat=True
+            )
+        )
+    )()
+    assert not any("secret" in text for text in mallorys), mallorys
+    for socket in sockets.values():
+        await socket.close()
