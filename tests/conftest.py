@@ -1,8 +1,8 @@
-"""Shared fixtures, the real Letta server among them (the browser and the live app server are in
-``tests/browser/conftest.py``).
+"""Shared fixtures, the real Letta server and lettachat server processes among them (the browser
+is in ``tests/browser/conftest.py``, the server process in ``tests/live.py``).
 
-The project's own harness installs (once) and starts the local Letta server; set
-``LETTA_TEST_URL`` to test against a server you run yourself instead."""
+The project's own harness installs (once) and starts the local Letta server, with its key; set
+``LETTA_TEST_URL`` (and ``LETTA_TEST_API_KEY``) to test against a server you run yourself."""
 
 from __future__ import annotations
 
