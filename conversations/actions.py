@@ -13,8 +13,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from conversations import selectors, services, sinks
-from conversations.events import ConversationActive, MessageAdded, MessageChanged
+from conversations import quotas, selectors, services, sinks
+from conversations.events import ConversationActive, MessageAdded, MessageChanged, TextGivenBack
 from conversations.models import Conversation, Message, Run
 from conversations.relay import Finished, ReplyRelay, relay_channel_new, request_stop
 from conversations.relay import registry as relays
@@ -76,7 +76,10 @@ async def message_retry(
     sender: str = "",
     also: tuple[sinks.Sink, ...] = (),
 ) -> bool:
-    """Send a failed message again, as a new turn. False when a reply is still running."""
+    """Send a failed message again, as a new turn. False when a reply is still running.
+
+    Raises ``quotas.QuotaExceeded`` when the person has the most replies running they may.
+    """
     try:
         message, run = await db(services.message_resend)(conversation=conversation, message=message)
     except services.ConversationBusy:
@@ -134,12 +137,16 @@ async def _relay_start(
     async def after(finished: Finished) -> None:
         # Retry (after a stop): the same message again, as a new turn.
         if finished.retry_requested and finished.user_message is not None:
-            await message_retry(
-                conversation=conversation,
-                message=finished.user_message,
-                sender=finished.sender,
-                also=also,
-            )
+            try:
+                await message_retry(
+                    conversation=conversation,
+                    message=finished.user_message,
+                    sender=finished.sender,
+                    also=also,
+                )
+            except quotas.QuotaExceeded:  # the person's other replies took the places meanwhile
+                text = TextGivenBack(finished.user_message.content, finished.sender)
+                await sinks.emit(conversation, text, also=also)
 
     relay = ReplyRelay(
         conversation=conversation,

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations import quotas, services
-from conversations.models import Conversation, Run
+from conversations.models import Conversation, Message, Run
 from letta_gateway import ContentDelta, RunStarted, Stopped
 from tests.websocket import frames_until_idle, open_socket, send_message
 
@@ -112,3 +112,33 @@ async def test_a_run_left_running_by_a_dead_process_stops_counting_after_a_while
     await communicator.send_to(text_data=json.dumps({"message": "hello", "HEADERS": {}}))
     assert any("answered" in f for f in await frames_until_idle(communicator))
     await communicator.disconnect()
+
+
+async def test_a_retry_past_the_replies_running_at_once_is_refused_with_the_reason(
+    make_conversation, user, fake_gateway, settings
+):
+    settings.LETTACHAT_MAX_RUNNING_REPLIES = 1
+    first = await database_sync_to_async(make_conversation)(user)
+    second = await database_sync_to_async(make_conversation)(user)
+    failed = await database_sync_to_async(Message.objects.create)(
+        conversation=second, message_type="user", content="try me again", error="Letta was down",
+        otid="1a1a1a1a-2b2b-4c4c-8d8d-3e3e3e3e3e3e", created_at=timezone.now(),
+    )  # fmt: skip
+    gate = fake_gateway.enqueue(
+        [RunStarted("run-1"), ContentDelta("m1", "assistant", "thinking", "run-1"),
+         Stopped("end_turn")],
+        hold_after=2,
+    )  # fmt: skip
+    running, _, _ = await open_socket(first.letta_id, user=user)
+    await send_message(running, "a long question")
+    while "thinking" not in await running.receive_from():
+        pass
+    other, _, _ = await open_socket(second.letta_id, user=user)
+    await other.send_to(text_data=json.dumps({"type": "retry", "message": failed.pk}))
+    refusal = await other.receive_from()
+    assert 'id="composer-error"' in refusal and "at most 1 may run at once" in refusal
+    gate.set()
+    await frames_until_idle(running)
+    for communicator in (running, other):
+        await communicator.disconnect()
+    assert [s["text"] for s in fake_gateway.sent] == ["a long question"]
