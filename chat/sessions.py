@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 from importlib import import_module
 from typing import Any
 
@@ -150,9 +151,16 @@ async def _end(consumer: Any) -> None:
 
 
 async def _watch(consumer: Any) -> None:
-    """Re-check the session every few seconds: expiry and changes no event announced."""
+    """Re-check the session every few seconds: expiry and changes no event announced.
+
+    The first check comes at a random point of the first interval, so the sockets of a process
+    (all reconnecting at once after a restart, say) spread their checks over time.
+    """
+    interval = settings.LETTACHAT_SESSION_CHECK_SECONDS
+    delay = random.uniform(0, interval)  # noqa: S311 - spreading load, not a secret
     while not consumer.session_over:
-        await asyncio.sleep(settings.LETTACHAT_SESSION_CHECK_SECONDS)
+        await asyncio.sleep(delay)
+        delay = interval
         try:
             await still_signed_in(consumer)
         except Exception:  # a failed check must not end the watch: the next one tries again
