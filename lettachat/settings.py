@@ -286,7 +286,8 @@ if not 0 < LETTACHAT_MAX_FRAME_BYTES < SERVER_MAX_FRAME_BYTES:
 # refused (429, registration/locked_out.html) for LETTACHAT_LOGIN_LOCKOUT_MINUTES, counted from
 # the last failure. By username *and* address, so no one elsewhere can lock a person out, and
 # never for ever. Unlock early: manage.py axes_reset_username NAME (or axes_reset_ip, axes_reset).
-# The address is REMOTE_ADDR: behind a proxy, run daphne with --proxy-headers.
+# The address is the one the audit log records (lettachat/request_log.py): REMOTE_ADDR, or
+# behind LETTACHAT_TRUSTED_PROXIES proxies what the nearest of them saw in X-Forwarded-For.
 INSTALLED_APPS += ["axes"]
 MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
 AUTHENTICATION_BACKENDS = [
@@ -299,6 +300,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "lettachat.request_log.client_ip"
 
 # Sockets end with their session (chat/sessions.py): besides the events that logout,
 # deactivation and password changes send, each socket re-checks its session this often.

@@ -108,6 +108,23 @@ async def test_wrong_passwords_pause_that_username_from_that_address_only(
         await client.aclose()
 
 
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_one_paused(
+    start_server, make_user
+):
+    server = start_server(LETTACHAT_TRUSTED_PROXIES="1")
+    await database_sync_to_async(make_user)("alice", PASSWORD)
+    attacker = http_client(server.url)
+    attacker.headers["X-Forwarded-For"] = "127.0.0.5"  # as the proxy would append it
+    for attempt in range(5):
+        await try_login(attacker, "alice", f"guess-{attempt}")
+    await assert_locked_out(attacker, "alice", "/login/")
+    alice = http_client(server.url)  # through the same proxy, from another address
+    alice.headers["X-Forwarded-For"] = "127.0.0.6"
+    assert (await try_login(alice, "alice", PASSWORD)).status_code == 302
+    for client in (attacker, alice):
+        await client.aclose()
+
+
 async def test_a_paused_login_ends_after_the_cool_off_or_by_the_reset_command(
     start_server, make_user
 ):
