@@ -8,8 +8,8 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self) -> None:
+        from chat import sessions  # noqa: F401  (connects the signals that end sockets)
         from chat.websink import WebSink
         from conversations import sinks
 
         sinks.register(WebSink())  # every tab hears every conversation event of this process
-        from chat import sessions  # noqa: F401  (connects the signals that end sockets)
