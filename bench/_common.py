@@ -176,7 +176,7 @@ def setup_django(*, database_url: str, var_dir: Path, letta_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ["LETTACHAT_VAR_DIR"] = str(var_dir)
     os.environ["LETTA_BASE_URL"] = letta_url
-    # No key: an empty LETTA_API_KEY would make the SDK send an illegal "Bearer " header.
+    # No key given: the settings use the local server's own key when letta_url is that server.
     os.environ.pop("LETTA_API_KEY", None)
     os.environ.pop("REDIS_URL", None)  # this process only seeds and logs in
     import django

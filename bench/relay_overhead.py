@@ -205,7 +205,9 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
             timeout=httpx.Timeout(120, connect=10),
         ),
     )
-    client.api_key = None  # a local server: no Authorization header
+    from django.conf import settings
+
+    client.api_key = settings.LETTA_API_KEY or None  # the local server's key (secure mode)
     levels = [int(x) for x in args.levels.split(",")]
     top = max(levels)
     print(f"opening {top} sockets…", flush=True)
@@ -373,7 +375,7 @@ def prepare(args: argparse.Namespace, database_url: str, var_dir: Path, letta_ur
         from devtools.local_letta import harness
         from letta_gateway.client import LettaGateway
 
-        gateway = LettaGateway(base_url=letta_url, api_key="")
+        gateway = LettaGateway(base_url=letta_url)  # the key from the settings
         info = next((a for a in gateway.list_agents() if a.name == "lettachat-bench"), None)
         if info is None:
             info = gateway.create_agent(

@@ -8,6 +8,7 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self) -> None:
+        from chat import sessions  # noqa: F401  (connects the signals that end sockets)
         from chat.websink import WebSink
         from conversations import sinks
 

@@ -17,8 +17,8 @@ from typing import Any, Literal, cast
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import fragments, limits, websink
-from conversations import actions, relay, selectors
+from chat import fragments, limits, sessions, websink
+from conversations import actions, quotas, relay, selectors
 from conversations.models import Conversation, Run
 from conversations.relay import reaper
 from lettachat import shutdown
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 # Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-MAX_FRAME_BYTES = 256 * 1024
 
 
 class MessageRejected(ValueError):
@@ -137,10 +136,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         self.awaiting_resume = True
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await sessions.socket_opened(self)  # closes the socket when the session ends
 
     async def disconnect(self, code: int) -> None:
         shutdown.untrack(self)
         limits.socket_closed(self)
+        await sessions.socket_closed(self)
         if self.takeover is not None:
             self.takeover.cancel()
         if hasattr(self, "group"):
@@ -148,11 +149,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         # A running reply is not cancelled: it finishes and is stored for the next visit.
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if size := limits.frame_too_big(text_data, bytes_data):  # before it is even parsed
+            await self.send(fragments.composer_error(limits.frame_refusal(size)))
+            return
         kind, data = _frame(text_data) if bytes_data is None else ("message", None)
         # A flood (of any kind of frame) is answered and reaches nothing else. Stop always works.
         if kind != "stop" and (wait := limits.send_wait(self)):
             await self.send(fragments.composer_error(limits.send_refusal(wait)))
             return
+        if not await sessions.still_signed_in(self):
+            return  # the session ended: the socket is closing, the frame goes nowhere
         if self.awaiting_resume and kind != "resume":
             await self._stop_waiting_for_resume()  # a client that does not resume
         await HANDLERS[kind](self, Frame(text_data, bytes_data, data))
@@ -160,7 +166,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     # Handlers, one per kind of frame ---------------------------------------------------------
 
     async def on_message(self, frame: Frame) -> None:
-        if frame.bytes_data is not None or len(frame.text or "") > MAX_FRAME_BYTES:
+        if frame.bytes_data is not None:
             await self.send(fragments.composer_error("That message could not be read."))
             return
         try:
@@ -178,7 +184,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         except actions.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
             return
-        except actions.ConversationReadOnly as exc:
+        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         # The sender's box is emptied only now that the message is stored.
@@ -205,7 +211,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 message=message,
                 sender=websink.sender_of(self.channel_name),
             )
-        except actions.ConversationReadOnly as exc:
+        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         if not started:
@@ -280,6 +286,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             await self.conversation_snapshot(message)
         else:
             await super().dispatch(message)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        await sessions.on_event(self, event)
 
     async def conversation_html(self, event: dict[str, Any]) -> None:
         if self.pending is not None:

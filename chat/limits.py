@@ -4,6 +4,10 @@
   Every frame counts, well-formed or not; a frame over the limit is answered with an error and
   goes no further (nothing is stored or sent to Letta) and does not count itself, so a person who
   waits is served again.
+- **Frame size.** A frame over ``LETTACHAT_MAX_FRAME_BYTES`` (of UTF-8 text, or binary) is
+  answered with an error before it is parsed; the socket goes on. The setting stays below the
+  server's own cap (daphne drops a connection past 1 MiB), and the page checks it before it
+  sends (``static/js/chat.js``), so a person always sees why.
 - **Open sockets.** At most ``LETTACHAT_MAX_SOCKETS_PER_USER`` sockets per person at once; more
   are closed with code 4429 before anything else is looked up.
 
@@ -112,3 +116,28 @@ def sockets_open(user_pk: Any) -> int:
     """How many sockets a person holds in this process."""
     sockets = _sockets.get(user_pk)
     return len(sockets) if sockets is not None else 0
+
+
+def frame_too_big(text_data: str | None, bytes_data: bytes | None) -> int:
+    """The frame's size in bytes if it is over ``LETTACHAT_MAX_FRAME_BYTES``, else 0."""
+    limit = settings.LETTACHAT_MAX_FRAME_BYTES
+    if bytes_data is not None:
+        size = len(bytes_data)
+    else:
+        text = text_data or ""
+        if len(text) * 4 <= limit:  # cannot be over: skip encoding it
+            return 0
+        size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
+
+
+def frame_refusal(size: int) -> str:
+    limit = settings.LETTACHAT_MAX_FRAME_BYTES
+    return (
+        f"That message is too large to send ({_kib(size)}; the limit is {_kib(limit)}). "
+        "Please shorten it."
+    )
+
+
+def _kib(size: int) -> str:
+    return f"{int(size / 1024 + 0.5):,} KB" if size >= 1024 else f"{size} bytes"

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
-from conversations import exports, personal_data, selectors, services
+from conversations import exports, personal_data, quotas, selectors, services
 from conversations.models import Agent, Conversation, Message
 from letta_gateway import LettaError, get_gateway
 
@@ -56,6 +56,7 @@ def _context(
             request, agent=agent, conversation=conversation, archived_view=archived_view
         ),
         "max_chars": settings.LETTACHAT_MAX_MESSAGE_CHARS,
+        "max_frame_bytes": settings.LETTACHAT_MAX_FRAME_BYTES,  # checked by the page (chat.js)
         "otid": uuid.uuid4(),  # the composer's id for the next message: a resend is recognised
         # A personal agent: whether the person's own copy has been made yet.
         "personal_copy": (
@@ -106,13 +107,14 @@ def conversation_create(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
         conversation = services.conversation_create(
             gateway=get_gateway(), user=request.user, agent=agent
         )
-    except LettaError as exc:
+    except (LettaError, quotas.QuotaExceeded) as exc:
         message = f"Could not start a conversation: {exc}"
         if request.htmx:
             response = render(request, "chat/flash.html", {"message": message})
             return reswap(retarget(response, "#flash"), "innerHTML")
+        status = 429 if isinstance(exc, quotas.QuotaExceeded) else 503
         return render(
-            request, PAGE, {**_context(request, agent=agent), "flash": message}, status=503
+            request, PAGE, {**_context(request, agent=agent), "flash": message}, status=status
         )
     if not request.htmx:
         return redirect("conversation_detail", conversation.letta_id)
@@ -459,6 +461,13 @@ def _open_fork(
         return _failure(
             request, f"Could not fork the conversation: {exc}", conversation=conversation
         )
+    except quotas.QuotaExceeded as exc:
+        return _failure(
+            request,
+            f"Could not fork the conversation: {exc}",
+            conversation=conversation,
+            status=429,
+        )
     if not request.htmx:
         return redirect("conversation_detail", fork.letta_id)
     context = {
@@ -499,7 +508,7 @@ def conversation_rewind(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
             fresh = services.conversation_create(
                 gateway=get_gateway(), user=request.user, agent=conversation.agent.origin
             )
-        except LettaError as exc:
+        except (LettaError, quotas.QuotaExceeded) as exc:
             return _failure(
                 request, f"Could not start a conversation: {exc}", conversation=conversation
             )

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from conversations import selectors, services, sinks
-from conversations.events import ConversationActive, MessageAdded, MessageChanged
+from conversations import quotas, selectors, services, sinks
+from conversations.events import ConversationActive, MessageAdded, MessageChanged, TextGivenBack
 from conversations.models import Conversation, Message, Run
 from conversations.relay import (
     UNCONFIRMED,
@@ -82,7 +82,8 @@ async def message_retry(
     """Send a failed message again. False when a reply is still running.
 
     Never a second turn in Letta: a message whose fate was unknown keeps its otid, so that Letta
-    re-attaches to the turn it has, if it has one; others are new turns.
+    re-attaches to the turn it has, if it has one; others are new turns. Raises
+    ``quotas.QuotaExceeded`` when the person has the most replies running they may.
     """
     unconfirmed = message.error == UNCONFIRMED
     try:
@@ -148,12 +149,16 @@ async def _relay_start(
     async def after(finished: Finished) -> None:
         # Retry (after a stop): the same message again, as a new turn.
         if finished.retry_requested and finished.user_message is not None:
-            await message_retry(
-                conversation=conversation,
-                message=finished.user_message,
-                sender=finished.sender,
-                also=also,
-            )
+            try:
+                await message_retry(
+                    conversation=conversation,
+                    message=finished.user_message,
+                    sender=finished.sender,
+                    also=also,
+                )
+            except quotas.QuotaExceeded:  # the person's other replies took the places meanwhile
+                text = TextGivenBack(finished.user_message.content, finished.sender)
+                await sinks.emit(conversation, text, also=also)
 
     relay = ReplyRelay(
         conversation=conversation,

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import personal_data
+from conversations import otids, personal_data, quotas
 from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -94,7 +94,11 @@ def agent_ensure_demo(*, gateway: Gateway, model: str) -> Agent | None:
 def conversation_create(*, gateway: Gateway, user: AbstractBaseUser, agent: Agent) -> Conversation:
     """Start a new Letta conversation with ``agent`` (the agent the person picked), owned by
     ``user``: on a shared agent itself, on the person's own copy of a personal one (made on
-    their first conversation)."""
+    their first conversation).
+
+    Raises ``quotas.QuotaExceeded`` (before asking Letta) past the person's rate of new ones.
+    """
+    quotas.conversation_create_check(user=user)
     target = (
         agent
         if agent.sharing == Agent.Sharing.SHARED
@@ -268,6 +272,7 @@ def message_send(
     Idempotent: a message whose ``otid`` is already recorded is not recorded again (the run is
     then None). Raises ``ConversationBusy`` while another run of the conversation is running.
     """
+    otid = otids.otid_for_send(conversation=conversation, otid=otid)  # never another's turn
     existing = Message.objects.filter(
         conversation=conversation, message_type=Message.Type.USER, otid=otid
     ).first()
@@ -277,12 +282,11 @@ def message_send(
         # The same id with other words: edited before the first send was acknowledged. A new
         # message, never a silent drop (it waits its turn like any other).
         otid = str(uuid.uuid4())
-    elif Message.objects.filter(otid=otid).exclude(conversation=conversation).exists():
-        otid = str(uuid.uuid4())  # an id first sent elsewhere is never this message's
     _ensure_writable(conversation)
     now = timezone.now()
     try:
         with transaction.atomic():
+            quotas.reply_start_check(conversation=conversation)
             message = Message.objects.create(
                 conversation=conversation,
                 otid=otid,
@@ -317,6 +321,7 @@ def message_resend(
     Letta has it after all it re-attaches to that turn instead of starting a second one."""
     _ensure_writable(conversation)
     with transaction.atomic():
+        quotas.reply_start_check(conversation=conversation)
         try:
             with transaction.atomic():
                 run = Run.objects.create(conversation=conversation, user_message=message)
@@ -636,6 +641,7 @@ def conversation_fork(
     ):
         raise ValueError("A fork point must be a message of the conversation that Letta holds.")
     _ensure_writable(conversation)  # a fork lives on the same agent: a template takes none
+    quotas.conversation_create_check(user=user)
     info = gateway.fork_conversation(
         conversation_id=conversation.letta_id,
         message_id=at_message.letta_id if at_message else None,

@@ -387,6 +387,12 @@ class LettaGateway:
             stop_reason=str(getattr(run.stop_reason, "value", run.stop_reason) or ""),
         )
 
+    async def arun_conversation(self, *, run_id: str) -> str | None:
+        """The conversation a run belongs to, as Letta reports it ("" for none)."""
+        with _translated_errors():
+            run = await self._aclients()[0].runs.retrieve(run_id)
+        return str(run.conversation_id or "")
+
     async def acancel(self, *, conversation_id: str) -> bool:
         """Stop the conversation's active run; False when there was none."""
         try:

@@ -73,6 +73,9 @@ class ScriptedGateway:
     # What Letta says of runs (arun_state), and how often it was asked.
     run_states: dict[str, RunState | None] = field(default_factory=dict)
     state_checks: list[str] = field(default_factory=list)
+
+    # The conversation of each run, as Letta would report it; a run not listed: cannot be told.
+    run_conversations: dict[str, str] = field(default_factory=dict)
     # Memory: each agent's blocks (by agent id), and how often they were read.
     blocks: dict[str, list[MemoryBlockInfo]] = field(default_factory=dict)
     block_reads: list[str] = field(default_factory=list)
@@ -205,6 +208,11 @@ class ScriptedGateway:
             raise self.down
         self.state_checks.append(run_id)
         return self.run_states.get(run_id, RunState(run_id, "running"))
+
+    async def arun_conversation(self, *, run_id: str) -> str | None:
+        if self.down:
+            raise self.down
+        return self.run_conversations.get(run_id)
 
     async def acancel(self, *, conversation_id: str) -> bool:
         if self.down:

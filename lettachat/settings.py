@@ -13,6 +13,7 @@ single-process local run needs. Production switches by variables alone:
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -69,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "chat.middleware.private_pages",  # Cache-Control: private, no-store for logged-in people
 ]
 
 ROOT_URLCONF = "lettachat.urls"
@@ -202,9 +204,15 @@ LOGGING = {
 }
 
 # --- Letta ---------------------------------------------------------------------------------------
-# Unset LETTA_BASE_URL means: the local Letta server that `bin/run` starts (see README).
-LETTA_BASE_URL = env.str("LETTA_BASE_URL", default="http://127.0.0.1:8283")
+# Unset LETTA_BASE_URL means: the local Letta server that `bin/run` starts (see README). It runs
+# in Letta's secure mode with a key of its own (devtools/local_letta), used here unless
+# LETTA_API_KEY says otherwise.
+from devtools.local_letta import harness as _local_letta  # noqa: E402
+
+LETTA_BASE_URL = env.str("LETTA_BASE_URL", default=_local_letta.base_url())
 LETTA_API_KEY = env.str("LETTA_API_KEY", default="")
+if not LETTA_API_KEY and LETTA_BASE_URL.rstrip("/") == _local_letta.base_url():
+    LETTA_API_KEY = _local_letta.existing_api_key()
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
 # The gateway to use (tests swap in a scripted fake).
@@ -272,4 +280,44 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 LETTACHAT_SEND_RATE = env.str("LETTACHAT_SEND_RATE", default="20/60")
 # Open sockets one person may hold in one server process; more are closed with code 4429.
 LETTACHAT_MAX_SOCKETS_PER_USER = env.int("LETTACHAT_MAX_SOCKETS_PER_USER", default=50)
+# Per-person limits (conversations/quotas.py): new conversations (forks too) in any M seconds
+# ("N/M"), and replies running at once across a person's conversations.
+LETTACHAT_NEW_CONVERSATION_RATE = env.str("LETTACHAT_NEW_CONVERSATION_RATE", default="10/60")
+LETTACHAT_MAX_RUNNING_REPLIES = env.int("LETTACHAT_MAX_RUNNING_REPLIES", default=3)
+# The largest websocket frame lettachat reads; larger ones get an error and the socket goes on.
+# Below the server's own cap (daphne: 1 MiB, past which it drops the connection), so an
+# oversized frame is always answered; the page checks it before sending, too.
+SERVER_MAX_FRAME_BYTES = 1024 * 1024
+LETTACHAT_MAX_FRAME_BYTES = env.int("LETTACHAT_MAX_FRAME_BYTES", default=256 * 1024)
+if not 0 < LETTACHAT_MAX_FRAME_BYTES < SERVER_MAX_FRAME_BYTES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"LETTACHAT_MAX_FRAME_BYTES must be above 0 and below the server's cap "
+        f"({SERVER_MAX_FRAME_BYTES:,} bytes), not {LETTACHAT_MAX_FRAME_BYTES:,}"
+    )
+# Login throttling (django-axes), on the site's login and the admin's: after
+# LETTACHAT_LOGIN_FAILURES wrong passwords for one username from one address, that pair is
+# refused (429, registration/locked_out.html) for LETTACHAT_LOGIN_LOCKOUT_MINUTES, counted from
+# the last failure. By username *and* address, so no one elsewhere can lock a person out, and
+# never for ever. Unlock early: manage.py axes_reset_username NAME (or axes_reset_ip, axes_reset).
+# The address is the one the audit log records (lettachat/request_log.py): REMOTE_ADDR, or
+# behind LETTACHAT_TRUSTED_PROXIES proxies what the nearest of them saw in X-Forwarded-For.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LETTACHAT_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LETTACHAT_LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "lettachat.request_log.client_ip"
+
+# Sockets end with their session (chat/sessions.py): besides the events that logout,
+# deactivation and password changes send, each socket re-checks its session this often.
+LETTACHAT_SESSION_CHECK_SECONDS = env.float("LETTACHAT_SESSION_CHECK_SECONDS", default=5.0)
 # --- end Security --------------------------------------------------------------------------------

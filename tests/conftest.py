@@ -1,8 +1,8 @@
-"""Shared fixtures, the real Letta server among them (the browser and the live app server are in
-``tests/browser/conftest.py``).
+"""Shared fixtures, the real Letta server and lettachat server processes among them (the browser
+is in ``tests/browser/conftest.py``, the server process in ``tests/live.py``).
 
-The project's own harness installs (once) and starts the local Letta server; set
-``LETTA_TEST_URL`` to test against a server you run yourself instead."""
+The project's own harness installs (once) and starts the local Letta server, with its key; set
+``LETTA_TEST_URL`` (and ``LETTA_TEST_API_KEY``) to test against a server you run yourself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import asyncio.runners
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 from channels.layers import channel_layers
@@ -21,6 +22,7 @@ from letta_gateway import get_gateway
 from letta_gateway.client import LettaGateway
 from letta_gateway.fake import ScriptedGateway
 from lettachat.aio import db_close_connections
+from tests.live import LiveServer, server_env
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -124,6 +126,32 @@ def conversation(make_conversation, user) -> Conversation:
     return make_conversation(user)
 
 
+@pytest.fixture
+def start_server(transactional_db, tmp_path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a lettachat server process (daphne) on the test database (and the test's Redis
+    layer, when the tests use one). The fake gateway (no Letta needed) and an hourly session
+    re-check, unless told otherwise."""
+    servers: list[LiveServer] = []
+
+    def start(**extra: str) -> LiveServer:
+        env = server_env(
+            tmp_path,
+            **{
+                "LETTA_GATEWAY": "letta_gateway.fake.ScriptedGateway",  # no Letta needed here
+                "LETTACHAT_SESSION_CHECK_SECONDS": "3600",
+                **extra,
+            },
+        )
+        server = LiveServer(env, tmp_path / f"daphne-{len(servers)}.log")
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 # --- The real Letta server ---------------------------------------------------------------------
 
 TEST_AGENT_NAME = "lettachat-tests"
@@ -142,9 +170,19 @@ def letta_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def letta_agent_info(letta_url):
+def letta_api_key(letta_url) -> str:
+    """The key of the real server: the harness's own (Letta's secure mode), or
+    ``LETTA_TEST_API_KEY`` for a server given by ``LETTA_TEST_URL``."""
+    key = os.environ.get("LETTA_TEST_API_KEY", "")
+    if not key and letta_url.rstrip("/") == harness.base_url():
+        key = harness.api_key()
+    return key
+
+
+@pytest.fixture(scope="session")
+def letta_agent_info(letta_url, letta_api_key):
     """One agent on the real server for the whole run (made once, reused by later runs)."""
-    gateway = LettaGateway(base_url=letta_url, api_key="")
+    gateway = LettaGateway(base_url=letta_url, api_key=letta_api_key)
     for info in gateway.list_agents():
         if info.name == TEST_AGENT_NAME:
             return info
@@ -157,9 +195,9 @@ def letta_agent_info(letta_url):
 
 
 @pytest.fixture
-def letta_gateway(settings, letta_url) -> LettaGateway:
+def letta_gateway(settings, letta_url, letta_api_key) -> LettaGateway:
     settings.LETTA_BASE_URL = letta_url
-    settings.LETTA_API_KEY = ""
+    settings.LETTA_API_KEY = letta_api_key
     settings.LETTA_GATEWAY = "letta_gateway.client.LettaGateway"
     gateway = get_gateway()
     assert isinstance(gateway, LettaGateway)

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -430,6 +431,12 @@ def test_anonymous_people_are_sent_to_log_in_for_every_method(name, client, worl
 ADDRESSED = sorted(n for n, c in CASES.items() if c.target in ("conversation", "agent"))
 
 
+def kept_private(response) -> bool:
+    """No cache, shared or the browser's, keeps what a logged-in person was sent."""
+    directives = {d.strip() for d in response.get("Cache-Control", "").split(",")}
+    return {"private", "no-store"} <= directives
+
+
 @pytest.mark.parametrize("name", ADDRESSED)
 def test_someone_elses_or_a_hidden_thing_is_not_found_for_every_method(name, world, mallory_client):
     case = CASES[name]
@@ -445,6 +452,7 @@ def test_someone_elses_or_a_hidden_thing_is_not_found_for_every_method(name, wor
             )
             assert response.status_code == expected, (name, method, what, response.status_code)
             assert not leaks(response), (name, method, what)
+            assert kept_private(response), (name, method, what)
     assert snapshot() == before, f"{name}: a refused request changed something"
     assert WatchedGateway.calls == [], f"{name}: a refused request reached Letta"
 
@@ -477,6 +485,7 @@ def test_the_same_request_on_ones_own_thing_is_served(name, world, mallory_clien
         )
         assert response.status_code not in (403, 404, 405), (name, method, response.status_code)
         assert not leaks(response), (name, method)
+        assert kept_private(response), (name, method, response.get("Cache-Control"))
         Conversation.objects.filter(letta_id__startswith="conv-own-").delete()
 
 
@@ -522,6 +531,7 @@ def test_pages_and_lists_show_only_ones_own_conversations(name, world, mallory_c
             response = mallory_client.get(response["Location"])
         assert response.status_code == 200, (name, params, response.status_code)
         assert not leaks(response), (name, params)
+        assert kept_private(response), (name, params)
         body = body_text(response)
         assert world.bobs.letta_id not in body and world.bobs_archived.letta_id not in body
 
@@ -658,7 +668,20 @@ def admin_objects(world) -> dict[type, Any]:
         AuditEvent: AuditEvent.objects.create(
             action="conversation.view", target_repr=f"Lisbon {SECRET} plans", owner=world.bob
         ),
-    }
+        # Login throttling's records (django-axes): staff read them and delete them to unlock.
+        AccessAttempt: AccessAttempt.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/", get_data="", post_data="", failures_since_start=1,
+        ),
+        AccessLog: AccessLog.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/",
+        ),
+        AccessFailureLog: AccessFailureLog.objects.create(
+            username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
+            path_info="/login/",
+        ),
+    }  # fmt: skip
     for model in admin.site._registry:
         assert model in objects, f"add an object of {model.__name__} to admin_objects"
     return objects

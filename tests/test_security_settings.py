@@ -87,6 +87,18 @@ def test_every_page_refuses_framing_and_sniffing(pages):
         assert response["Referrer-Policy"] == "same-origin", label
 
 
+def test_what_a_logged_in_person_is_sent_is_kept_by_no_cache(pages, logged_in, settings):
+    for label, response in pages:
+        directives = {d.strip() for d in response.get("Cache-Control", "").split(",")}
+        if label in ("login", "admin login"):  # anonymous: nothing personal in them
+            continue
+        assert {"private", "no-store"} <= directives, (label, response.get("Cache-Control"))
+    admin = logged_in.get(reverse("admin:index"))  # a redirect for non-staff: also private
+    assert "no-store" in admin["Cache-Control"]
+    static = logged_in.get("/static/js/chat.js")
+    assert "no-store" not in static.get("Cache-Control", ""), "static files stay cacheable"
+
+
 class _Inline(HTMLParser):
     """Inline script (a <script> with a body or without src), handlers, style attributes."""
 

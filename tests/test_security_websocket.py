@@ -59,8 +59,28 @@ def socket_with(path: str, headers: list[tuple[bytes, bytes]]) -> WebsocketCommu
         b"http://127.0.0.1.evil.example",
         b"http://localhost.evil.example:8000",
         b"https://evil.example",
+        b"http://127.0.0.1:9999",
+        b"https://127.0.0.1:8000",
+        b"http://localhost:3000",
+        b"http://localhost:8000",
+        b"http://127.0.0.1",
+        b"ws://127.0.0.1:8000",
+        b"http://127.0.0.1:8000.evil.example",
     ],
-    ids=["no-origin", "null", "lookalike-ip", "lookalike-host", "foreign"],
+    ids=[
+        "no-origin",
+        "null",
+        "lookalike-ip",
+        "lookalike-host",
+        "foreign",
+        "same-host-other-port",
+        "same-host-other-scheme",
+        "allowed-host-other-port",
+        "allowed-host-not-the-served-one",
+        "no-port",
+        "ws-scheme",
+        "port-lookalike",
+    ],
 )
 async def test_a_socket_from_another_origin_is_refused_before_anything_runs(
     conversation, user, origin
@@ -72,6 +92,39 @@ async def test_a_socket_from_another_origin_is_refused_before_anything_runs(
     connected, _ = await communicator.connect()
     assert not connected
     assert limits.sockets_open(user.pk) == 0
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra", "opens"),
+    [
+        (b"http://127.0.0.1:8000", b"127.0.0.1:8000", {}, True),
+        (b"http://LOCALHOST:8000", b"localhost:8000", {}, True),
+        # Served at a host that is not allowed: its own origin does not help.
+        (b"http://evil.example:8000", b"evil.example:8000", {}, False),
+        # Behind a TLS proxy: the page is https, the socket reaches daphne as plain ws.
+        (b"https://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"https"}, True),
+        (b"http://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"https"}, False),
+        (b"https://127.0.0.1:8000", b"127.0.0.1:8000", {"proxy": b"http"}, False),
+        # CSRF_TRUSTED_ORIGINS, exactly or by a subdomain wildcard, as Django reads it.
+        (b"https://chat.example.com", b"127.0.0.1:8000", {}, True),
+        (b"http://chat.example.com", b"127.0.0.1:8000", {}, False),
+        (b"https://chat.example.com:8443", b"127.0.0.1:8000", {}, False),
+        (b"https://eu.team.example", b"127.0.0.1:8000", {}, True),
+        (b"https://team.example.evil", b"127.0.0.1:8000", {}, False),
+    ],
+)
+async def test_an_origin_opens_a_socket_only_when_it_matches_exactly(
+    conversation, user, settings, origin, host, extra, opens
+):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.team.example"]
+    headers = [(b"origin", origin), (b"host", host), (b"cookie", await _session_cookie(user))]
+    if "proxy" in extra:
+        settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        headers.append((b"x-forwarded-proto", extra["proxy"]))
+    communicator = socket_with(f"/ws/c/{conversation.letta_id}/", headers)
+    connected, _ = await communicator.connect()
+    assert connected is opens
+    await communicator.disconnect()
 
 
 async def test_a_session_ended_by_logging_out_no_longer_opens_a_socket(conversation, user):
@@ -105,6 +158,29 @@ async def test_a_deactivated_persons_socket_is_refused(conversation, user):
     await communicator.connect()
     assert (await communicator.receive_output())["code"] == CLOSE_UNAUTHENTICATED
     await communicator.disconnect()
+
+
+async def test_an_open_socket_closes_when_its_session_logs_out_and_sends_nothing_after(
+    conversation, user, fake_gateway
+):
+    client = Client()
+    await database_sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = socket_with(
+        f"/ws/c/{conversation.letta_id}/",
+        [(b"origin", ORIGIN), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie)],
+    )
+    assert (await communicator.connect())[0]
+    await resumed(communicator)
+
+    await database_sync_to_async(client.post)("/logout/")
+
+    assert (await communicator.receive_output())["code"] == CLOSE_UNAUTHENTICATED
+    await send_message(communicator, "sent after logging out")
+    assert await communicator.receive_nothing()
+    await communicator.disconnect()
+    assert fake_gateway.sent == []
+    assert await messages_of(conversation) == []
 
 
 # --- Malformed frames --------------------------------------------------------------------------
@@ -177,6 +253,30 @@ async def test_a_one_megabyte_frame_gets_an_error_and_the_socket_keeps_serving(
         ("user", "are you still there?"),
         ("assistant", "still here"),
     ]
+
+
+async def test_frames_over_the_byte_limit_are_refused_by_size_and_the_socket_keeps_serving(
+    conversation, user, fake_gateway, settings
+):
+    settings.LETTACHAT_MAX_FRAME_BYTES = 1000
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    envelope = len(json.dumps({"message": "", "HEADERS": {}}))
+    # Exactly at the limit: read (and refused only as a message with nothing but spaces).
+    await send_message(communicator, " " * (1000 - envelope))
+    assert "Type a message first." in await communicator.receive_from()
+    # One byte over, counted in UTF-8 bytes, not characters (ensure_ascii=False, as the page).
+    frame = json.dumps({"message": "é" * 400 + "x" * (201 - envelope), "HEADERS": {}},
+                       ensure_ascii=False)  # fmt: skip
+    assert len(frame) < 1000 < len(frame.encode())
+    await communicator.send_to(text_data=frame)
+    error = await communicator.receive_from()
+    assert 'id="composer-error"' in error
+    assert "too large to send (1001 bytes; the limit is 1000 bytes)" in error
+    await communicator.send_to(bytes_data=b"\0" * 1001)
+    assert "too large to send" in await communicator.receive_from()
+    await still_serves(communicator, fake_gateway)
+    await communicator.disconnect()
+    assert [s["text"] for s in fake_gateway.sent] == ["are you still there?"]
 
 
 async def test_fields_in_a_frame_cannot_point_a_message_at_another_conversation(

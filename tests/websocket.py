@@ -29,7 +29,9 @@ async def open_socket(
     if user is not None:
         headers.append((b"cookie", await _session_cookie(user)))
     communicator = WebsocketCommunicator(application, f"/ws/c/{letta_id}/", headers=headers)
-    connected, code = await communicator.connect()
+    # Not the 1 s default: a first connect in a process (imports, the database pool) can take
+    # longer on a loaded machine, and the wait ends as soon as the socket answers anyway.
+    connected, code = await communicator.connect(timeout=10)
     return communicator, connected, code
 
 

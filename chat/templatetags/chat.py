@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django import template
 from django.utils.safestring import SafeString
 
@@ -10,3 +12,13 @@ register = template.Library()
 def markdown(text: str) -> SafeString:
     """Render model markdown as sanitised HTML."""
     return render_markdown(text)
+
+
+@register.filter
+def lockout_minutes(duration: timedelta) -> str:
+    """A login pause in words: "15 minutes", "1 minute", "30 seconds"."""
+    seconds = round(duration.total_seconds())
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = round(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from channels.exceptions import ChannelFull
 from django.conf import settings
 
-from conversations import memory, selectors, services, sinks
+from conversations import memory, otids, selectors, services, sinks
 from conversations.events import (
     Draft,
     DraftKind,
@@ -184,6 +184,7 @@ class ReplyRelay:
         self.draft: _Draft | None = None
         self.read_seq: int | None = run.last_seq_id if resume else None
         self.run_started = bool(run.letta_run_id)
+        self.own_runs = {run.letta_run_id} if run.letta_run_id else set()
         self.failure = ""
         self.stop_note = ""
         self.retry_requested = False
@@ -293,6 +294,8 @@ class ReplyRelay:
             if kind == "end":
                 return
             if kind == "event":
+                if not await self._run_is_ours(payload):
+                    return  # another conversation's run: nothing of it is shown or stored
                 self.heard_at = now
                 if not isinstance(payload, Ping):
                     self.content_at = now
@@ -447,6 +450,20 @@ class ReplyRelay:
                     self.by_otid = True  # find out from Letta whether it has the message
                 self.resume = True
                 await asyncio.sleep(settings.LETTACHAT_RESUME_BACKOFF)
+
+    async def _run_is_ours(self, event: StreamEvent | _Busy) -> bool:
+        """The first event naming a run: is that run this conversation's? (conversations/otids)"""
+        run_id = getattr(event, "run_id", "") or ""
+        if not run_id or run_id in self.own_runs:
+            return True
+        if await otids.run_is_of(
+            conversation=self.conversation, run_id=run_id, gateway=self.gateway
+        ):
+            self.own_runs.add(run_id)
+            return True
+        logger.warning("conversation %s was sent run %s of another one", self.pk, run_id)
+        self.failure = otids.FOREIGN_RUN
+        return False
 
     def _letta_stream(self) -> AsyncIterator[StreamEvent]:
         conversation_id = self.conversation.letta_id

@@ -23,8 +23,16 @@ Python API::
     harness.restart_letta()        # stop + start only the Letta server (db, redis, model stay up)
     harness.stop()                 # stop everything
 
+    harness.api_key()              # the key Letta is started with (made once, kept in <dir>)
+
 CLI: ``python -m devtools.local_letta CMD`` with CMD one of install, start (default), stop,
-status, url, restart-letta, stop-letta, start-letta.
+status, url, key, restart-letta, stop-letta, start-letta.
+
+The server runs in Letta's secure mode (``LETTA_SERVER_SECURE=true`` with
+``LETTA_SERVER_PASSWORD``): every request but the health check needs ``Authorization: Bearer
+<key>`` (or ``X-BARE-PASSWORD: password <key>``), so nothing else on the host can use it. The key
+is generated once into ``<dir>/letta-api-key`` (mode 0600); lettachat's settings read it when
+``LETTA_BASE_URL`` is unset or is this server's URL.
 
 Environment (all optional; read when the functions are called, except MODEL_HANDLE at import):
     LETTACHAT_LOCAL_DIR         state dir: venv, db, logs, pids  (default /tmp/lettachat-local)
@@ -59,6 +67,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -66,6 +75,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +151,7 @@ class Config:
     sdist = property(lambda self: self.root / "sdist")
     src = property(lambda self: self.root / "sdist" / f"letta-{LETTA_VERSION}")
     marker = property(lambda self: self.root / f".installed-letta-{LETTA_VERSION}")
+    key_file = property(lambda self: self.root / "letta-api-key")
     base_url = property(lambda self: f"http://127.0.0.1:{self.letta_port}")
     pg_uri = property(lambda self: f"postgresql://letta@127.0.0.1:{self.pg_port}/letta")
 
@@ -178,6 +189,44 @@ def is_healthy(url: str | None = None, timeout: float = 2.0) -> bool:
     """True if the Letta server at ``url`` (default: the configured one) answers GET /v1/health/."""
     url = (url or config().base_url).rstrip("/")
     return _http_ok(url + "/v1/health/", timeout)
+
+
+def api_key(cfg: Config | None = None) -> str:
+    """The key the local Letta server is started with: made once, then read from its file."""
+    cfg = cfg or config()
+    try:
+        key = cfg.key_file.read_text().strip()
+    except OSError:
+        key = ""
+    if key:
+        return key
+    cfg.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cfg.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return cfg.key_file.read_text().strip()
+
+
+def existing_api_key(cfg: Config | None = None) -> str:
+    """The key if one was made, else "" (never creates one: for settings, read at start-up)."""
+    cfg = cfg or config()
+    try:
+        return cfg.key_file.read_text().strip()
+    except OSError:
+        return ""
+
+
+def refuses_anonymous(url: str | None = None, timeout: float = 5.0) -> bool:
+    """True if the Letta server at ``url`` answers 401 to a request without the key."""
+    url = (url or config().base_url).rstrip("/")
+    try:
+        with _opener().open(url + "/v1/agents/?limit=1", timeout=timeout) as r:
+            r.read()
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 401
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -822,6 +871,9 @@ def _start_letta_process(cfg: Config, have_redis: bool) -> None:
     t0 = time.monotonic()
     if pid is None:
         extra = {
+            # Letta's secure mode: every request but the health check needs the key.
+            "LETTA_SERVER_SECURE": "true",
+            "LETTA_SERVER_PASSWORD": api_key(cfg),
             "LETTA_PG_URI": cfg.pg_uri,
             "OPENAI_API_KEY": cfg.model_api_key,
             "OPENAI_BASE_URL": cfg.openai_base_url,
@@ -897,6 +949,14 @@ def start() -> str:
     the caller exits; call stop() to end it.
     """
     cfg = config()
+    if is_healthy(cfg.base_url) and not refuses_anonymous(cfg.base_url):
+        if _read_pid(cfg, "letta") is None:
+            raise HarnessError(
+                f"a Letta server on {cfg.base_url} that this harness did not start answers "
+                "without a key; stop it or set LOCAL_LETTA_PORT"
+            )
+        _say("the running Letta server takes requests without a key: restarting it with one")
+        stop_letta()
     if is_healthy(cfg.base_url):
         if not cfg.model_url and not _model_ok(cfg):
             with _lock(cfg):  # Letta is up but the scripted model died: bring it back
@@ -1012,6 +1072,8 @@ def status() -> dict:
         "installed": is_installed(cfg),
         "letta_version": LETTA_VERSION,
         "root": str(cfg.root),
+        "api_key_file": str(cfg.key_file),
+        "refuses_requests_without_key": refuses_anonymous(cfg.base_url),
         "model_handle": model_handle(),
         "openai_base_url": cfg.openai_base_url,
         "pg_uri": cfg.pg_uri,
@@ -1034,6 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(status(), indent=2))
         elif cmd == "url":
             print(base_url())
+        elif cmd == "key":
+            print(api_key())
         elif cmd == "restart-letta":
             print(restart_letta(), flush=True)
         elif cmd == "stop-letta":
@@ -1043,7 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(
                 "usage: python -m devtools.local_letta "
-                "[install|start|stop|status|url|restart-letta|stop-letta|start-letta]",
+                "[install|start|stop|status|url|key|restart-letta|stop-letta|start-letta]",
                 file=sys.stderr,
             )
             return 2

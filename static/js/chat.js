@@ -71,6 +71,67 @@
       setTimeout(function () { wrapper.reconnect(); }, 500 + Math.random() * 1500);
     }
   });
+  // The session ended (logout, deactivation, a password change, expiry): the server closes the
+  // socket with 4401. One reconnect first, with whatever cookie the browser now holds (a password
+  // change in this browser gave it a new session); refused again, the page says so.
+  var SIGNED_OUT = 4401;
+  var reconnectedAfterSignOut = false;
+  document.addEventListener("htmx:wsAfterMessage", function () { reconnectedAfterSignOut = false; });
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail && event.detail.event ? event.detail.event.code : 0;
+    if (code !== SIGNED_OUT) { setConnection("closed"); return; }
+    if (!reconnectedAfterSignOut) {
+      reconnectedAfterSignOut = true;
+      event.detail.socketWrapper.reconnect();
+      return;
+    }
+    showSignedOut();
+  });
+
+  function showSignedOut() {
+    setConnection("signed-out");
+    var thread = document.querySelector(".thread-inner");
+    if (!thread || document.getElementById("signed-out")) return;
+    var notice = document.createElement("p");
+    notice.id = "signed-out";
+    notice.className = "signed-out";
+    notice.setAttribute("role", "alert");
+    notice.appendChild(document.createTextNode("You were signed out. "));
+    var link = document.createElement("a");
+    var login = thread.dataset.loginUrl || "/login/";
+    link.href = login + "?next=" + encodeURIComponent(location.pathname);
+    link.textContent = "Log in again";
+    notice.appendChild(link);
+    notice.appendChild(document.createTextNode(" to go on with this conversation."));
+    var composer = document.getElementById("composer");
+    if (composer) {
+      // The text stays in the box (nothing was sent); the box just cannot send any more.
+      composer.querySelectorAll("textarea, button").forEach(function (el) { el.disabled = true; });
+      composer.parentNode.insertBefore(notice, composer);
+    } else {
+      thread.appendChild(notice);
+    }
+  }
+
+  // Too large to send: said here, before it goes (the server would answer the same; past its
+  // own cap it would drop the connection instead). The text stays in the box.
+  document.addEventListener("htmx:wsBeforeSend", function (event) {
+    var thread = document.querySelector(".thread-inner");
+    var limit = thread ? parseInt(thread.dataset.maxFrameBytes, 10) : 0;
+    if (!limit) return;
+    var size = new TextEncoder().encode(event.detail.message).length;
+    if (size <= limit) return;
+    event.preventDefault();
+    var error = document.getElementById("composer-error");
+    if (error) {
+      error.textContent = "That message is too large to send (" + kib(size) +
+        "; the limit is " + kib(limit) + "). Please shorten it.";
+    }
+  });
+
+  function kib(size) {
+    return size >= 1024 ? Math.round(size / 1024).toLocaleString("en") + " KB" : size + " bytes";
+  }
 
   // Sending: keep the text in the box until the server has stored it (it then sends a fresh box).
   document.addEventListener("htmx:wsConfigSend", function (event) {

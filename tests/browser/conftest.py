@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.conftest import require
-from tests.live_server import LiveServer, database_url
+from tests.live import LiveServer, server_env
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -30,21 +29,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def app_server(transactional_db, letta_url, tmp_path) -> Iterator[LiveServer]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "LETTA_BASE_URL": letta_url,
-        "LETTA_API_KEY": "",
-        "LETTACHAT_VAR_DIR": str(tmp_path / "var"),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DJANGO_SETTINGS_MODULE": "lettachat.settings",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+def app_server(transactional_db, letta_url, letta_api_key, tmp_path) -> Iterator[LiveServer]:
+    env = server_env(tmp_path, LETTA_BASE_URL=letta_url, LETTA_API_KEY=letta_api_key)
     server = LiveServer(env, tmp_path / "daphne.log")
     server.start()
     try:

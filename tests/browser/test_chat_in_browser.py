@@ -199,8 +199,8 @@ def test_two_tabs_on_two_server_processes_both_see_the_reply_live(
     from django.conf import settings
 
     from conversations import services
-    from tests.browser.conftest import LiveServer
     from tests.conftest import require
+    from tests.live import LiveServer
 
     require(bool(settings.REDIS_URL), "REDIS_URL is not set: no cross-process channel layer")
     other_process = LiveServer(dict(app_server.env), tmp_path / "daphne-2.log")

@@ -31,8 +31,8 @@ RECORD_ANNOUNCEMENTS = """
 
 
 @pytest.fixture
-def memory_agent(db, letta_url) -> Agent:
-    info = ensure_memory_agent(letta_url)
+def memory_agent(db, letta_url, letta_api_key) -> Agent:
+    info = ensure_memory_agent(letta_url, letta_api_key)
     return Agent.objects.create(
         letta_id=info.letta_id,
         name=info.name,

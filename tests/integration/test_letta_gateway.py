@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import uuid
 
+import httpx
 import pytest
 
 from letta_gateway import (
     ContentDelta,
+    LettaError,
     LettaNotFound,
     LettaUnavailable,
     RunStarted,
@@ -16,6 +18,7 @@ from letta_gateway import (
     Usage,
 )
 from letta_gateway.client import LettaGateway
+from tests.conftest import require
 
 pytestmark = pytest.mark.integration
 
@@ -77,8 +80,27 @@ def test_messages_are_read_with_a_cursor(letta_gateway, letta_agent_info):
 async def test_an_empty_api_key_in_the_environment_means_no_key(letta_url, monkeypatch):
     monkeypatch.setenv("LETTA_API_KEY", "")
     gateway = LettaGateway(base_url=letta_url, api_key="")
-    assert gateway.health() == "0.16.8"
-    assert await gateway.alist_messages(conversation_id=f"conv-{uuid.uuid4()}") == []
+    assert gateway.health() == "0.16.8"  # the health check is open to all
+    # No key is sent, and the local server (in Letta's secure mode) refuses the request.
+    with pytest.raises(LettaError, match="LETTA_API_KEY") as refused:
+        await gateway.alist_messages(conversation_id=f"conv-{uuid.uuid4()}")
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("key", ["", "not-the-key"], ids=["no-key", "wrong-key"])
+def test_the_local_server_refuses_requests_without_its_key(letta_url, letta_api_key, key):
+    require(bool(letta_api_key), "the Letta server under test has no key")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for path in ["/v1/agents/", "/v1/conversations/", "/v1/runs/"]:
+        answer = httpx.get(letta_url + path, headers=headers, timeout=10, trust_env=False)
+        assert answer.status_code == 401, path
+    keyed = httpx.get(
+        letta_url + "/v1/agents/",
+        headers={"Authorization": f"Bearer {letta_api_key}"},
+        timeout=10,
+        trust_env=False,
+    )
+    assert keyed.status_code == 200
 
 
 def test_an_unknown_agent_is_not_found(letta_gateway):

@@ -33,9 +33,9 @@ MEMORY_AGENT_NAME = "lettachat-tests-memory"
 REPLY_SECONDS = 60
 
 
-def ensure_memory_agent(letta_url: str) -> AgentInfo:
+def ensure_memory_agent(letta_url: str, letta_api_key: str) -> AgentInfo:
     """The memory tests' own agent on the real server (made on first use)."""
-    gateway = LettaGateway(base_url=letta_url, api_key="")
+    gateway = LettaGateway(base_url=letta_url, api_key=letta_api_key)
     for info in gateway.list_agents():
         if info.name == MEMORY_AGENT_NAME:
             return info
@@ -48,8 +48,8 @@ def ensure_memory_agent(letta_url: str) -> AgentInfo:
 
 
 @pytest.fixture(scope="session")
-def memory_agent_info(letta_url) -> AgentInfo:
-    return ensure_memory_agent(letta_url)
+def memory_agent_info(letta_url, letta_api_key) -> AgentInfo:
+    return ensure_memory_agent(letta_url, letta_api_key)
 
 
 @pytest.fixture

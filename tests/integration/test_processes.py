@@ -23,7 +23,7 @@ from django.test import Client
 from conversations import services
 from lettachat.shutdown import CLOSE_RESTARTING
 from tests.conftest import require
-from tests.live_server import LiveServer, database_url
+from tests.live import LiveServer, server_env
 from tests.page_model import PageModel
 from tests.websocket import is_idle
 
@@ -33,27 +33,25 @@ REAP_AFTER = 3
 
 
 @pytest.fixture
-def servers(transactional_db, letta_url, tmp_path) -> Iterator[tuple[LiveServer, LiveServer]]:
+def servers(
+    transactional_db, letta_url, letta_api_key, tmp_path
+) -> Iterator[tuple[LiveServer, LiveServer]]:
     redis_url = os.environ.get("REDIS_URL", "")
     require(bool(redis_url), "REDIS_URL is not set: two processes need the Redis channel layer")
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": redis_url,
-        "LETTA_BASE_URL": letta_url,
-        "LETTA_API_KEY": settings.LETTA_API_KEY,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DJANGO_SETTINGS_MODULE": "lettachat.settings",
-        "LETTACHAT_REAP_AFTER_SECONDS": str(REAP_AFTER),
-        "LETTACHAT_RELAY_HEARTBEAT_SECONDS": "1",
-        "LETTACHAT_SHUTDOWN_SECONDS": "6",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     made = []
     try:
         for name in ("a", "b"):
-            env["LETTACHAT_VAR_DIR"] = str(tmp_path / f"var-{name}")
-            server = LiveServer(dict(env), tmp_path / f"daphne-{name}.log")
+            env = server_env(
+                tmp_path / name,
+                REDIS_URL=redis_url,
+                LETTA_BASE_URL=letta_url,
+                LETTA_API_KEY=letta_api_key,
+                LETTACHAT_REAP_AFTER_SECONDS=str(REAP_AFTER),
+                LETTACHAT_RELAY_HEARTBEAT_SECONDS="1",
+                LETTACHAT_SHUTDOWN_SECONDS="6",
+            )
+            (tmp_path / name).mkdir()
+            server = LiveServer(env, tmp_path / f"daphne-{name}.log")
             server.start()
             made.append(server)
         yield made[0], made[1]

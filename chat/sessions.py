@@ -1,0 +1,212 @@
+"""A websocket lives no longer than the session that opened it.
+
+When a session ends, its sockets close with ``CLOSE_SIGNED_OUT`` within seconds, in every server
+process, and the page says "You were signed out" (``static/js/chat.js``):
+
+- **Logout** ends that one session: ``user_logged_out`` publishes "session ended" with a digest
+  of its key to the person's group, and the sockets of that session close at once.
+- **Deactivation, a password change, deletion**: saving the person publishes "check your
+  session" to their group (after the transaction commits); every socket of theirs re-checks its
+  session as Django would on the next request (exists, not expired, same person, still active,
+  auth hash still valid) and closes when it fails. A session whose hash was updated by the
+  password change itself (``update_session_auth_hash``) stays.
+- **Anything else** (expiry, a session deleted or a password changed with a queryset update,
+  an event lost with Redis): each socket re-checks its session on every frame it receives and
+  every ``LETTACHAT_SESSION_CHECK_SECONDS``.
+
+The person's group is named by ``user_group`` from their primary key, never from input; events
+carry only the type and a digest of a session key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from importlib import import_module
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+    user_logged_out,
+)
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.http import HttpRequest
+from django.utils.crypto import constant_time_compare
+
+from lettachat.aio import db
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SIGNED_OUT = 4401  # the same code as a socket opened without a session
+EVENT_TYPE = "session.ended"  # -> consumer.session_ended: {"session": digest, or "" to re-check}
+
+
+def user_group(user_pk: object) -> str:
+    """The channel group of every socket a person holds: derived from their key only."""
+    return f"user.{int(str(user_pk))}"
+
+
+def session_digest(session_key: str | None) -> str:
+    """What events carry instead of a session key."""
+    return hashlib.sha256((session_key or "").encode()).hexdigest() if session_key else ""
+
+
+# --- Is a session still good? ------------------------------------------------------------------
+
+
+def session_is_live(session_key: str | None, user_pk: object) -> bool:
+    """Whether ``session_key`` still logs ``user_pk`` in, by Django's own rules, changing nothing.
+
+    The checks of ``django.contrib.auth.get_user``: the session exists and has not expired, it
+    names this person and a configured backend, the backend still gives the person (not for an
+    inactive one, with ModelBackend), and the auth hash matches the password (or a fallback
+    secret's hash). Unlike ``get_user`` it never flushes or rotates the session.
+    """
+    if not session_key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    data = engine.SessionStore(session_key).load()  # {} when missing or expired
+    if str(data.get(SESSION_KEY, "")) != str(user_pk):
+        return False
+    backend_path = data.get(BACKEND_SESSION_KEY)
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return False
+    user = load_backend(backend_path).get_user(user_pk)
+    if user is None:
+        return False
+    if not hasattr(user, "get_session_auth_hash"):
+        return True
+    stored = data.get(HASH_SESSION_KEY) or ""
+    if not stored:
+        return False
+    if constant_time_compare(stored, user.get_session_auth_hash()):
+        return True
+    return any(constant_time_compare(stored, h) for h in user.get_session_auth_fallback_hash())
+
+
+# --- The consumer's side -----------------------------------------------------------------------
+
+
+async def socket_opened(consumer: Any) -> None:
+    """Join the person's group and start the periodic check. Call once the socket is accepted."""
+    user = consumer.scope["user"]
+    session = consumer.scope.get("session")
+    consumer.session_key = getattr(session, "session_key", None)
+    consumer.session_user_pk = user.pk
+    consumer.session_over = False
+    consumer.session_group = user_group(user.pk)
+    await consumer.channel_layer.group_add(consumer.session_group, consumer.channel_name)
+    consumer.session_watch = asyncio.create_task(_watch(consumer), name="session-watch")
+
+
+async def socket_closed(consumer: Any) -> None:
+    """Leave the group and stop the check (safe for a socket that never opened)."""
+    watch: asyncio.Task[None] | None = getattr(consumer, "session_watch", None)
+    if watch is not None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+    group = getattr(consumer, "session_group", None)
+    if group is not None:
+        await consumer.channel_layer.group_discard(group, consumer.channel_name)
+
+
+async def still_signed_in(consumer: Any) -> bool:
+    """Re-check the socket's session (before a frame is handled); closes the socket if it ended."""
+    if getattr(consumer, "session_over", True):
+        return False
+    if await db(session_is_live)(consumer.session_key, consumer.session_user_pk):
+        return True
+    await _end(consumer)
+    return False
+
+
+async def on_event(consumer: Any, event: dict[str, Any]) -> None:
+    """A "session ended" event for the person: close if it names this session, else re-check."""
+    digest = str(event.get("session") or "")
+    if digest:
+        if constant_time_compare(digest, session_digest(consumer.session_key)):
+            await _end(consumer)
+        return
+    await still_signed_in(consumer)
+
+
+async def _end(consumer: Any) -> None:
+    if consumer.session_over:
+        return
+    consumer.session_over = True
+    await consumer.close(code=CLOSE_SIGNED_OUT)
+
+
+async def _watch(consumer: Any) -> None:
+    """Re-check the session every few seconds: expiry and changes no event announced.
+
+    The first check comes at a random point of the first interval, so the sockets of a process
+    (all reconnecting at once after a restart, say) spread their checks over time.
+    """
+    interval = settings.LETTACHAT_SESSION_CHECK_SECONDS
+    delay = random.uniform(0, interval)  # noqa: S311 - spreading load, not a secret
+    while not consumer.session_over:
+        await asyncio.sleep(delay)
+        delay = interval
+        try:
+            await still_signed_in(consumer)
+        except Exception:  # a failed check must not end the watch: the next one tries again
+            logger.exception("could not check the session of a socket")
+
+
+# --- Publishing: after the transaction commits -------------------------------------------------
+
+
+def publish_session_ended(*, user_pk: object, session_key: str | None = None) -> None:
+    """Tell every socket of the person, in every process, once the transaction commits.
+
+    With ``session_key`` the sockets of that session close; without, each re-checks its own.
+    """
+    group = user_group(user_pk)
+    event = {"type": EVENT_TYPE, "session": session_digest(session_key)}
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(group, event)
+        except Exception:  # the sockets' own checks still close them within seconds
+            logger.exception("could not announce the end of a session")
+
+    transaction.on_commit(send)
+
+
+@receiver(user_logged_out, dispatch_uid="chat.sessions.logged_out")
+def _logged_out(sender: object, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    if user is None or request is None:
+        return
+    publish_session_ended(user_pk=user.pk, session_key=request.session.session_key)
+
+
+@receiver(post_save, dispatch_uid="chat.sessions.user_saved")
+def _user_saved(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
+    if sender is not get_user_model() or created:
+        return
+    # A password set with set_password() is still in _password while post_save runs.
+    if not instance.is_active or getattr(instance, "_password", None) is not None:
+        publish_session_ended(user_pk=instance.pk)
+
+
+@receiver(post_delete, dispatch_uid="chat.sessions.user_deleted")
+def _user_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    if sender is get_user_model():
+        publish_session_ended(user_pk=instance.pk)
