@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "lettachat.health.ProbeMiddleware",  # /healthz and /readyz: before host and https checks
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -205,6 +206,8 @@ LETTA_BASE_URL = env.str("LETTA_BASE_URL", default="http://127.0.0.1:8283")
 LETTA_API_KEY = env.str("LETTA_API_KEY", default="")
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
+# Seconds each check of /readyz may take (database, channel layer, Letta) before it is "down".
+LETTACHAT_PROBE_TIMEOUT = env.float("LETTACHAT_PROBE_TIMEOUT", default=2.0)
 # The gateway to use (tests swap in a scripted fake).
 LETTA_GATEWAY = env.str("LETTA_GATEWAY", default="letta_gateway.client.LettaGateway")
 

@@ -110,6 +110,9 @@ CASES: dict[str, Case] = {
     # Public.
     "login": Case("public", frozenset({"GET", "HEAD", "POST"})),
     "logout": Case("public", POST),
+    # Probes for load balancers (lettachat/health.py): no login, nothing of anyone's.
+    "healthz": Case("public", SAFE),
+    "readyz": Case("public", SAFE),
     # The person's own things.
     "home": Case("own", SAFE),
     "letta_status": Case("own", SAFE),
