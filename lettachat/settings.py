@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "lettachat.request_log.RequestLogMiddleware",  # a request id and one log line per request
     "lettachat.health.ProbeMiddleware",  # /healthz and /readyz: before host and https checks
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -191,12 +192,35 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
 # is REMOTE_ADDR). Used for the address in the audit log and the request log.
 LETTACHAT_TRUSTED_PROXIES = env.int("LETTACHAT_TRUSTED_PROXIES", default=0)
 
+# Logs go to stdout, one line per request (lettachat/request_log.py), each line with the
+# request's id. Django's own 4xx warnings are left out (the request line says it); errors stay.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "lettachat.request_log.RequestIdFilter"}},
+    "formatters": {
+        "line": {
+            "format": "%(asctime)s %(levelname)s %(name)s pid=%(process)d "
+            "rid=%(request_id)s %(message)s"
+        }
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "line",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        "conversations": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "django": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "ERROR"},
+        # Every call to Letta is an INFO line of httpx's: the request line is enough.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 
