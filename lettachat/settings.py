@@ -17,6 +17,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Generic admin and model classes (``admin.ModelAdmin[Agent]``) at run time, as the types say.
 django_stubs_ext.monkeypatch()
@@ -37,9 +38,21 @@ def _local_secret_key() -> str:
     return path.read_text().strip()
 
 
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=LOOPBACK_HOSTS)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG and set(ALLOWED_HOSTS) - {*LOOPBACK_HOSTS, "::1"}:
+        # Served to other machines (ALLOWED_HOSTS beyond this one) with DEBUG off: production.
+        # A key generated into var/ would differ per server and vanish with the disk.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. In production (DEBUG off, ALLOWED_HOSTS beyond "
+            "localhost) set it to a long random value, the same on every server process, e.g. "
+            "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'). "
+            "See .env.example."
+        )
+    SECRET_KEY = _local_secret_key()
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
