@@ -99,6 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "staff.context_processors.staff_notice",
             ],
         },
     },
@@ -263,6 +264,16 @@ LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", def
 
 # "Delete my data" in the page works in slices of this many seconds; the next press goes on.
 LETTACHAT_ERASE_SLICE_SECONDS = env.float("LETTACHAT_ERASE_SLICE_SECONDS", default=20.0)
+
+# --- Staff and operators -----------------------------------------------------------------------
+# Daily quotas per person (0: none). A send over either is refused before it reaches Letta.
+LETTACHAT_QUOTA_MESSAGES_PER_DAY = env.int("LETTACHAT_QUOTA_MESSAGES_PER_DAY", default=0)
+LETTACHAT_QUOTA_TOKENS_PER_DAY = env.int("LETTACHAT_QUOTA_TOKENS_PER_DAY", default=0)
+# Shown in every page's footer, so people know staff may read conversations ("" hides it).
+LETTACHAT_STAFF_NOTICE = env.str(
+    "LETTACHAT_STAFF_NOTICE",
+    default="The staff of this service can read conversations, for support and safety.",
+)
 
 # --- Security ------------------------------------------------------------------------------------
 # (Owned by the abuse-and-bad-input work: see README "Guarantees" and tests/test_security_*.py.)

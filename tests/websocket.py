@@ -29,7 +29,7 @@ async def open_socket(
     if user is not None:
         headers.append((b"cookie", await _session_cookie(user)))
     communicator = WebsocketCommunicator(application, f"/ws/c/{letta_id}/", headers=headers)
-    connected, code = await communicator.connect()
+    connected, code = await communicator.connect(timeout=10)  # a loaded machine: not 1 s
     return communicator, connected, code
 
 
