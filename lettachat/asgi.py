@@ -16,7 +16,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from letta_gateway import get_gateway  # noqa: E402
 from lettachat.request_log import websocket_logged  # noqa: E402
+
+# Build the gateway (and import letta-client, seconds of work) now, while the server starts,
+# not inside the first request on the event loop: a readiness probe there timed out.
+get_gateway()
 
 application = ProtocolTypeRouter(
     {
