@@ -7,6 +7,9 @@ conversation is recorded in the audit log (staff/audit.py).
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Any
 
 from django.contrib import admin, messages
@@ -17,8 +20,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
-from conversations import services, sync
+from conversations import exports, services, sync
 from conversations.models import Conversation
 from letta_gateway import LettaError, get_gateway
 from staff import selectors
@@ -48,7 +52,10 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     )  # fmt: skip
     readonly_fields = fields
     change_form_template = "staff/conversation_change_form.html"
-    actions = ["resync_from_letta", "archive", "unarchive", "delete_in_letta_and_here"]
+    actions = [
+        "export_markdown", "export_json", "resync_from_letta", "archive", "unarchive",
+        "delete_in_letta_and_here",
+    ]  # fmt: skip
 
     # --- What the list shows ----------------------------------------------------------------
 
@@ -137,6 +144,47 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
             return HttpResponseRedirect(
                 reverse("admin:conversations_conversation_change", args=[back])
             )
+        return response
+
+    @admin.action(description="Export as Markdown", permissions=["view"])
+    def export_markdown(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> HttpResponse:
+        return self._export(request, queryset, "md")
+
+    @admin.action(description="Export as JSON", permissions=["view"])
+    def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        return self._export(request, queryset, "json")
+
+    def _export(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], fmt: str
+    ) -> HttpResponse:
+        """The page's own export (conversations/exports.py): one file, or a zip of several.
+        Each conversation exported is an audit event."""
+        files: list[tuple[str, str]] = []
+        for conversation in queryset.order_by("pk"):
+            if fmt == "md":
+                body = exports.conversation_markdown(conversation)
+            else:
+                body = json.dumps(exports.conversation_json(conversation), indent=2,
+                                  ensure_ascii=False)  # fmt: skip
+            files.append((exports.conversation_filename(conversation, fmt), body))
+            audit_record(
+                request=request, action=Action.CONVERSATION_EXPORT, target=conversation,
+                detail={"format": fmt},
+            )  # fmt: skip
+        if len(files) == 1:
+            name, body = files[0]
+            kind = "text/markdown; charset=utf-8" if fmt == "md" else "application/json"
+            response = HttpResponse(body, content_type=kind)
+        else:
+            archive = io.BytesIO()
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+                for file_name, body in files:
+                    zipped.writestr(file_name, body)
+            name = f"lettachat-conversations-{timezone.now():%Y%m%d-%H%M%S}-{fmt}.zip"
+            response = HttpResponse(archive.getvalue(), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
     @admin.action(description="Re-sync from Letta", permissions=["change"])

@@ -4,7 +4,10 @@ audit event for every view, search, change and delete."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from conversations import exports
 from conversations.models import Conversation, Message, Run
 from letta_gateway import ConversationInfo, LettaUnavailable, MessageInfo
 from staff.models import AuditEvent
@@ -243,12 +247,36 @@ def _admin_names():
     return [f"admin:{m._meta.app_label}_{m._meta.model_name}_" for m in admin.site._registry]
 
 
-# --- Actions: re-sync, archive -------------------------------------------------------------------
+# --- Actions: export, re-sync, archive -----------------------------------------------------------
 
 
 def action(client, name, *conversations, **extra):
     data = {"action": name, "_selected_action": [c.pk for c in conversations], **extra}
     return client.post(reverse(CHANGELIST), data)
+
+
+def test_export_gives_the_pages_own_markdown_and_json_and_each_is_recorded(
+    staff_client, make_conversation, user, other_user
+):
+    alices = make_conversation(user, summary="Lisbon plans")
+    add_messages(alices, 2, content="about Lisbon {i}")
+    markdown = action(staff_client, "export_markdown", alices)
+    assert markdown["Content-Type"] == "text/markdown; charset=utf-8"
+    assert markdown["Content-Disposition"] == (
+        f'attachment; filename="{exports.conversation_filename(alices, "md")}"'
+    )
+    text = markdown.content.decode()
+    assert text.startswith("# Lisbon plans") and "about Lisbon 1" in text
+    as_json = json.loads(action(staff_client, "export_json", alices).content)
+    assert [m["content"] for m in as_json["messages"]] == ["about Lisbon 0", "about Lisbon 1"]
+    both = action(staff_client, "export_json", alices, make_conversation(other_user))
+    assert both["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(both.content)) as archive:
+        assert len(archive.namelist()) == 2
+    recorded = [(e.target_id, e.owner_name, e.detail["format"])
+                for e in events("conversation.export")]  # fmt: skip
+    assert recorded[:2] == [(alices.letta_id, "alice", "md"), (alices.letta_id, "alice", "json")]
+    assert len(recorded) == 4 and recorded[3][1] == "mallory"
 
 
 def test_resync_reads_letta_into_the_mirror_and_is_recorded(staff_client, conversation,
