@@ -179,6 +179,8 @@ def setup_django(*, database_url: str, var_dir: Path, letta_url: str) -> None:
     # No key: an empty LETTA_API_KEY would make the SDK send an illegal "Bearer " header.
     os.environ.pop("LETTA_API_KEY", None)
     os.environ.pop("REDIS_URL", None)  # this process only seeds and logs in
+    # Not a line per request of this process's own (servers under test still log theirs).
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 
     django.setup()
