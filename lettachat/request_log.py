@@ -2,7 +2,8 @@
 
 - ``RequestLogMiddleware``: takes the request id a proxy sent (``X-Request-ID``, when it looks
   like one) or makes one, returns it in ``X-Request-ID``, and logs one line when the response
-  is ready: method, path, status, size, time, user id, address.
+  is ready: method, path (not the query: searches are people's words), status, size, time, user
+  id, address.
 - ``websocket_logged``: the same for websocket handshakes (one line when the socket is accepted
   or refused, origin refusals included); the id stays set for the socket's life, so the
   consumer's and relay's log lines carry it too.
@@ -114,7 +115,7 @@ class RequestLogMiddleware:
         logger.info(
             "%s %s %s %sB %.1fms user=%s ip=%s",
             request.method,
-            request.get_full_path(),
+            request.path,
             response.status_code,
             size,
             (time.perf_counter() - started) * 1000,

@@ -51,12 +51,13 @@ def test_an_id_from_the_proxy_is_kept_and_anything_else_replaced(client):
 def test_one_line_per_request_says_what_was_asked_and_what_came_of_it(client, user, caplog):
     client.force_login(user)
     with caplog.at_level(logging.INFO, logger=REQUESTS):
-        response = client.get("/c/conv-nope/?x=1", HTTP_X_REQUEST_ID="req-42")
+        response = client.get("/c/conv-nope/?q=my+secret+search", HTTP_X_REQUEST_ID="req-42")
     lines = [r for r in caplog.records if r.name == REQUESTS]
     assert len(lines) == 1
     line = lines[0].getMessage()
     assert response.status_code == 404
-    assert line.startswith("GET /c/conv-nope/?x=1 404 ")
+    assert line.startswith("GET /c/conv-nope/ 404 ")
+    assert "secret" not in line  # the query is people's words: not logged
     assert f"user={user.pk}" in line and "ip=127.0.0.1" in line
     assert re.search(r" \d+B \d+\.\dms ", line)
 
