@@ -179,6 +179,8 @@ def setup_django(*, database_url: str, var_dir: Path, letta_url: str) -> None:
     # No key given: the settings use the local server's own key when letta_url is that server.
     os.environ.pop("LETTA_API_KEY", None)
     os.environ.pop("REDIS_URL", None)  # this process only seeds and logs in
+    # Not a line per request of this process's own (servers under test still log theirs).
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 
     django.setup()

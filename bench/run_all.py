@@ -36,6 +36,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("relay-letta-memory", ["relay_overhead.py", "--upstream", "letta", "--min-samples", "20",
                             "--profile"]),
     ("long-history", ["long_history.py"]),
+    ("staff-transcript", ["staff_transcript.py"]),
     ("connections-memory", ["connections.py"]),
     ("connections-redis", ["connections.py", "--layer", "redis"]),
     ("http-throughput", ["http_throughput.py"]),
@@ -184,6 +185,12 @@ def summary() -> str:
                         "measured",
                     )
                 )
+    staff = raw.get("staff-transcript")
+    if staff:
+        for target, ok in staff["verdicts"].items():
+            rows.append(
+                (f"6. {target.split(' (')[0]}", target.split(" (", 1)[-1][:-1], c.verdict(ok))
+            )
     soak = raw.get("soak")
     if soak:
         rows.append(

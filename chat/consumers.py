@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import fragments, limits, sessions, websink
-from conversations import actions, quotas, relay, selectors
+from conversations import actions, quotas, relay, selectors, usage
 from conversations.models import Conversation, Run
 from conversations.relay import reaper
 from lettachat import shutdown
@@ -174,6 +174,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         except MessageRejected as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
+        if await self._over_quota():
+            return
         try:
             await actions.message_send(
                 conversation=self.conversation,
@@ -205,6 +207,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if message is None:
             await self._stop(retry=True)  # a stalled reply: stop it, then send its message again
             return
+        if await self._over_quota():
+            return
         try:
             started = await actions.message_retry(
                 conversation=self.conversation,
@@ -216,6 +220,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
             return
         if not started:
             await self.send(fragments.composer_error(self._still_answering()))
+
+    async def _over_quota(self) -> bool:
+        """Past the person's daily quota (conversations/usage.py): say so; nothing reaches Letta."""
+        refusal = await db(usage.quota_refusal)(user=self.scope["user"])
+        if refusal:
+            await self.send(fragments.composer_error(refusal))
+        return bool(refusal)
 
     def _still_answering(self) -> str:
         return (

@@ -17,6 +17,7 @@ session is even read: the handshake is answered 403.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,7 +87,9 @@ class SameOriginValidator:
     def __init__(self, application: Any) -> None:
         self.application = application
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] == "websocket" and not origin_allowed(_header(scope, b"origin"), scope):
-            return await WebsocketDenier()(scope, receive, send)
-        return await self.application(scope, receive, send)
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        plain = dict(scope)
+        if scope["type"] == "websocket" and not origin_allowed(_header(plain, b"origin"), plain):
+            await WebsocketDenier()(scope, receive, send)
+            return
+        await self.application(scope, receive, send)

@@ -256,6 +256,11 @@ class LettaGateway:
         with _translated_errors():
             return str(self._client.health().version)
 
+    async def ahealth(self, *, timeout: float) -> str:
+        """The server's version, asked once (no retry) with its own ``timeout`` (a probe's)."""
+        with _translated_errors():
+            return str((await self._aclients()[1].health(timeout=timeout)).version)
+
     def list_agents(self) -> list[AgentInfo]:
         agents: list[AgentInfo] = []
         after: str | None = None

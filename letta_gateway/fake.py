@@ -126,6 +126,9 @@ class ScriptedGateway:
             raise self.down
         return "fake"
 
+    async def ahealth(self, *, timeout: float) -> str:
+        return self.health()
+
     def list_agents(self) -> list[AgentInfo]:
         if self.down:
             raise self.down

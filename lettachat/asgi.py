@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
 Run with ``daphne lettachat.asgi:application`` or
-``gunicorn lettachat.asgi:application -k uvicorn.workers.UvicornWorker``.
+``gunicorn lettachat.asgi:application -k uvicorn_worker.UvicornWorker`` (README "Production").
 """
 
 import os
@@ -17,13 +17,21 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from chat.origins import SameOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from conversations.relay import reaper  # noqa: E402
+from letta_gateway import get_gateway  # noqa: E402
 from lettachat import shutdown  # noqa: E402
+from lettachat.request_log import websocket_logged  # noqa: E402
+
+# Build the gateway (and import letta-client, seconds of work) now, while the server starts,
+# not inside the first request on the event loop: a readiness probe there timed out.
+get_gateway()
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The Origin must be this site exactly: scheme, host and port (chat/origins.py).
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_logged(
+            SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Generic admin and model classes (``admin.ModelAdmin[Agent]``) at run time, as the types say.
 django_stubs_ext.monkeypatch()
@@ -38,9 +39,21 @@ def _local_secret_key() -> str:
     return path.read_text().strip()
 
 
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=LOOPBACK_HOSTS)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG and set(ALLOWED_HOSTS) - {*LOOPBACK_HOSTS, "::1"}:
+        # Served to other machines (ALLOWED_HOSTS beyond this one) with DEBUG off: production.
+        # A key generated into var/ would differ per server and vanish with the disk.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. In production (DEBUG off, ALLOWED_HOSTS beyond "
+            "localhost) set it to a long random value, the same on every server process, e.g. "
+            "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'). "
+            "See .env.example."
+        )
+    SECRET_KEY = _local_secret_key()
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -61,6 +74,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "lettachat.request_log.RequestLogMiddleware",  # a request id and one log line per request
+    "lettachat.health.ProbeMiddleware",  # /healthz and /readyz: before host and https checks
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,6 +101,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "staff.context_processors.staff_notice",
             ],
         },
     },
@@ -192,14 +208,35 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
 # is REMOTE_ADDR). Used for the address in the audit log and the request log.
 LETTACHAT_TRUSTED_PROXIES = env.int("LETTACHAT_TRUSTED_PROXIES", default=0)
 
+# Logs go to stdout, one line per request (lettachat/request_log.py), each line with the
+# request's id. Django's own 4xx warnings are left out (the request line says it); errors stay.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "lettachat.request_log.RequestIdFilter"}},
+    "formatters": {
+        "line": {
+            "format": "%(asctime)s %(levelname)s %(name)s pid=%(process)d "
+            "rid=%(request_id)s %(message)s"
+        }
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "line",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        "conversations": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-        "chat": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-        "lettachat": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "django": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "ERROR"},
+        # Every call to Letta is an INFO line of httpx's: the request line is enough.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 
@@ -215,6 +252,8 @@ if not LETTA_API_KEY and LETTA_BASE_URL.rstrip("/") == _local_letta.base_url():
     LETTA_API_KEY = _local_letta.existing_api_key()
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
+# Seconds each check of /readyz may take (database, channel layer, Letta) before it is "down".
+LETTACHAT_PROBE_TIMEOUT = env.float("LETTACHAT_PROBE_TIMEOUT", default=2.0)
 # The gateway to use (tests swap in a scripted fake).
 LETTA_GATEWAY = env.str("LETTA_GATEWAY", default="letta_gateway.client.LettaGateway")
 
@@ -246,6 +285,16 @@ LETTACHAT_RELAY_ANSWER_SECONDS = env.float("LETTACHAT_RELAY_ANSWER_SECONDS", def
 
 # "Delete my data" in the page works in slices of this many seconds; the next press goes on.
 LETTACHAT_ERASE_SLICE_SECONDS = env.float("LETTACHAT_ERASE_SLICE_SECONDS", default=20.0)
+
+# --- Staff and operators -----------------------------------------------------------------------
+# Daily quotas per person (0: none). A send over either is refused before it reaches Letta.
+LETTACHAT_QUOTA_MESSAGES_PER_DAY = env.int("LETTACHAT_QUOTA_MESSAGES_PER_DAY", default=0)
+LETTACHAT_QUOTA_TOKENS_PER_DAY = env.int("LETTACHAT_QUOTA_TOKENS_PER_DAY", default=0)
+# Shown in every page's footer, so people know staff may read conversations ("" hides it).
+LETTACHAT_STAFF_NOTICE = env.str(
+    "LETTACHAT_STAFF_NOTICE",
+    default="The staff of this service can read conversations, for support and safety.",
+)
 
 # --- Security ------------------------------------------------------------------------------------
 # (Owned by the abuse-and-bad-input work: see README "Guarantees" and tests/test_security_*.py.)

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from conversations.models import Run
+
 
 class AppendOnly(Exception):
     """An audit event cannot be changed or deleted once recorded."""
@@ -96,3 +98,13 @@ class AuditEvent(models.Model):
             return str(self.Action(self.action).label)
         except ValueError:
             return self.action
+
+
+class UsageReport(Run):
+    """Usage in the staff console (per person, per agent, per day, and as CSV): a view of runs,
+    so it has its own place and permission (``staff.view_usagereport``) in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage"
+        verbose_name_plural = "usage"

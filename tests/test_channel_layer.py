@@ -10,6 +10,8 @@ from django.conf import settings
 
 from tests.conftest import require
 
+pytestmark = pytest.mark.production_stack
+
 
 @pytest.fixture
 def redis_layer():

@@ -8,7 +8,7 @@ from django.db import connection
 from lettachat.aio import db
 from tests.conftest import require
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.production_stack]
 
 
 def _backend_pid() -> int:

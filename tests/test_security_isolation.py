@@ -42,10 +42,10 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, path, reverse
 
 from chat.routing import websocket_urlpatterns
-from conversations.models import Agent, Conversation, Message
+from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import ConversationInfo
 from letta_gateway.fake import ScriptedGateway
-from staff.models import AuditEvent
+from staff.models import AuditEvent, UsageReport
 
 pytestmark = pytest.mark.django_db
 
@@ -111,6 +111,9 @@ CASES: dict[str, Case] = {
     # Public.
     "login": Case("public", frozenset({"GET", "HEAD", "POST"})),
     "logout": Case("public", POST),
+    # Probes for load balancers (lettachat/health.py): no login, nothing of anyone's.
+    "healthz": Case("public", SAFE),
+    "readyz": Case("public", SAFE),
     # The person's own things.
     "home": Case("own", SAFE),
     "letta_status": Case("own", SAFE),
@@ -331,7 +334,8 @@ def snapshot() -> list[tuple[str, list[dict[str, Any]]]]:
     """Every row of the app's models and every person's account, to show nothing changed."""
     rows = [
         (model.__name__, list(model.objects.order_by("pk").values()))
-        for model in apps.get_app_config("conversations").get_models()
+        for app in ("conversations", "staff")
+        for model in apps.get_app_config(app).get_models()
     ]
     rows.append(
         (
@@ -681,16 +685,28 @@ def admin_objects(world) -> dict[type, Any]:
             username="bob", ip_address="127.0.0.9", user_agent="", http_accept="",
             path_info="/login/",
         ),
+        Run: Run.objects.create(
+            conversation=world.bobs,
+            user_message=world.bobs_message,
+            letta_run_id="run-bob",
+            status="done",
+            total_tokens=42,
+        ),
     }  # fmt: skip
+    objects[UsageReport] = UsageReport.objects.get(pk=objects[Run].pk)
     for model in admin.site._registry:
         assert model in objects, f"add an object of {model.__name__} to admin_objects"
     return objects
 
 
 def test_every_registered_model_has_admin_urls_checked():
-    for model in admin.site._registry:
+    for model, model_admin in admin.site._registry.items():
         meta = model._meta
-        for view in ("changelist", "change", "add", "delete", "history"):
+        # A report (usage) is one page and its CSV: no object pages to check.
+        views = ("changelist",) if getattr(model_admin, "report_only", False) else (
+            "changelist", "change", "add", "delete", "history"
+        )  # fmt: skip
+        for view in views:
             assert f"admin:{meta.app_label}_{meta.model_name}_{view}" in ADMIN_NAMES
 
 

@@ -45,6 +45,7 @@ def ws_path(conversation) -> str:
     return f"/ws/c/{conversation.letta_id}/"
 
 
+@pytest.mark.production_stack  # two processes reach each other only over Redis
 async def test_logging_out_closes_that_sessions_sockets_in_both_processes(
     two_servers, make_user, make_conversation
 ):
@@ -70,6 +71,7 @@ async def test_logging_out_closes_that_sessions_sockets_in_both_processes(
         await client.aclose()
 
 
+@pytest.mark.production_stack  # two processes reach each other only over Redis
 async def test_deactivating_a_person_closes_every_socket_of_theirs_and_no_one_elses(
     two_servers, make_user, make_conversation
 ):
@@ -99,6 +101,7 @@ async def test_deactivating_a_person_closes_every_socket_of_theirs_and_no_one_el
         await client.aclose()
 
 
+@pytest.mark.production_stack  # two processes reach each other only over Redis
 async def test_a_password_change_closes_the_other_sessions_and_the_changer_goes_on(
     two_servers, make_user, make_conversation
 ):

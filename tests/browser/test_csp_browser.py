@@ -114,10 +114,10 @@ def test_the_admin_works_under_the_policy_with_no_violation(
     conversation = Conversation.objects.create(
         letta_id="conv-admin", agent=letta_agent, owner=boss, summary="A thread"
     )
-    message = Message.objects.create(
+    Message.objects.create(
         conversation=conversation,
-        message_type="user",
-        content="hello",
+        message_type="assistant",
+        content="**hello** with `code`",
         created_at="2026-01-01T00:00:00Z",
     )
     log_in(page, live_server_url, "boss")
@@ -125,9 +125,12 @@ def test_the_admin_works_under_the_policy_with_no_violation(
     for path in [
         "/admin/",
         "/admin/conversations/conversation/",
-        f"/admin/conversations/conversation/{conversation.pk}/change/",
-        "/admin/conversations/message/?q=hello",
-        f"/admin/conversations/message/{message.pk}/change/",
+        f"/admin/conversations/conversation/{conversation.pk}/change/",  # the transcript
+        "/admin/conversations/conversation/?q=hello",
+        f"/admin/conversations/conversation/{conversation.pk}/delete/",
+        "/admin/conversations/run/",
+        "/admin/staff/usagereport/",
+        "/admin/staff/auditevent/",
         "/admin/conversations/agent/",
     ]:
         response = page.goto(f"{live_server_url}{path}")

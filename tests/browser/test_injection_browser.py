@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from conversations.models import Agent, Conversation, Message
+from conversations.models import Agent, Conversation, Message, Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -224,7 +224,7 @@ def test_the_admin_shows_hostile_text_as_text(naked, live_server_url, make_user)
     conversation = Conversation.objects.create(
         letta_id="conv-hostile", agent=agent, owner=boss, summary=pwn("admin-title")
     )
-    message = Message.objects.create(
+    Message.objects.create(
         conversation=conversation,
         message_type="assistant",
         content=pwn("admin-message") + " [x](javascript:window.__pwned='admin-link')",
@@ -232,13 +232,18 @@ def test_the_admin_shows_hostile_text_as_text(naked, live_server_url, make_user)
         error=pwn("admin-error"),
         created_at=T0.format(0),
     )
+    Run.objects.create(conversation=conversation, status="done", total_tokens=1)
     log_in(page, live_server_url, "boss")
+    conversation_page = f"/admin/conversations/conversation/{conversation.pk}"
     for path, expected in [
-        ("/admin/conversations/message/", "admin-message"),
-        ("/admin/conversations/message/?q=onerror", "admin-message"),
-        (f"/admin/conversations/message/{message.pk}/change/", "admin-error"),
         ("/admin/conversations/conversation/", "admin-title"),
-        (f"/admin/conversations/conversation/{conversation.pk}/change/", "admin-message"),
+        ("/admin/conversations/conversation/?q=onerror", "admin-title"),  # by message text
+        (f"{conversation_page}/change/", "admin-message"),  # the transcript
+        (f"{conversation_page}/change/", "admin-error"),
+        (f"{conversation_page}/delete/", "admin-title"),
+        ("/admin/staff/auditevent/", "admin-title"),
+        ("/admin/conversations/run/", "admin-agent"),
+        ("/admin/staff/usagereport/", "admin-agent"),
         ("/admin/conversations/agent/", "admin-agent"),
         (f"/admin/conversations/agent/{agent.pk}/change/", "admin-agent"),
     ]:

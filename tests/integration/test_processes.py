@@ -27,7 +27,11 @@ from tests.live import LiveServer, server_env
 from tests.page_model import PageModel
 from tests.websocket import is_idle
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.production_stack,
+    pytest.mark.django_db(transaction=True),
+]
 
 REAP_AFTER = 3
 
