@@ -382,9 +382,14 @@ def runs_hand_over(*, run_pks: list[int]) -> None:
     Run.objects.filter(pk__in=run_pks, status=Run.Status.RUNNING).update(relay_seen_at=long_ago)
 
 
-def run_seen(*, run: Run) -> None:
-    """The relay following ``run`` is alive (its heartbeat)."""
+def run_seen(*, run: Run) -> bool:
+    """The relay following ``run`` is alive (its heartbeat).
+
+    True when a Stop was recorded on the run meanwhile: pressed while no relay answered (one was
+    taking over), so only the record tells the relay that now follows it.
+    """
     Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(relay_seen_at=timezone.now())
+    return Run.objects.filter(pk=run.pk, stop_requested_at__isnull=False).exists()
 
 
 def run_started(*, run: Run, letta_run_id: str) -> None:

@@ -17,6 +17,7 @@ Installed on the first request or socket the process serves (it needs the runnin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import signal
@@ -61,7 +62,11 @@ def install() -> None:
         if _shutting_down:
             return
         _shutting_down = True
-        logger.info("SIGTERM: closing sockets, handing replies over, stopping")
+        # A signal lands in whatever context the main thread had (a request's id, say): log and
+        # shut down in a fresh one, so no request is blamed for it.
+        contextvars.Context().run(
+            logger.info, "SIGTERM: closing sockets, handing replies over, stopping"
+        )
         _watchdog(settings.LETTACHAT_SHUTDOWN_SECONDS)
         loop.call_soon_threadsafe(_start_graceful, loop, previous, signum, frame)
 
@@ -80,7 +85,7 @@ def _start_graceful(
         finally:
             _call_previous(previous, signum, frame)
 
-    loop.create_task(run(), name="lettachat-shutdown")
+    loop.create_task(run(), name="lettachat-shutdown", context=contextvars.Context())
 
 
 async def _graceful() -> None:

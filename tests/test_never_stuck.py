@@ -286,6 +286,7 @@ async def test_a_stop_recorded_with_a_run_is_carried_out_by_the_relay_that_takes
     conversation, user, fake_gateway, quick
 ):
     quick.LETTACHAT_REAP_AFTER_SECONDS = 0
+    quick.LETTACHAT_RELAY_HEARTBEAT_SECONDS = 0.05  # the Stop may be recorded after the takeover
     fake_gateway.enqueue(reply(), hold_after=3)
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(communicator, "go")

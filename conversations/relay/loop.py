@@ -267,9 +267,12 @@ class ReplyRelay:
         """Tell other processes this relay is alive (``Run.relay_seen_at``), until it ends."""
         while True:
             try:
-                await db(services.run_seen)(run=self.run)
+                stop_recorded = await db(services.run_seen)(run=self.run)
             except Exception:
                 logger.exception("heartbeat of run %s failed", self.run.pk)
+            else:
+                if stop_recorded and not self.stop_requested:
+                    await self._queue.put(("control", {"type": control.STOP_REQUEST}))
             await asyncio.sleep(settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS)
 
     async def _stop_control(self, reader_control: asyncio.Task[None]) -> None:
