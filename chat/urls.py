@@ -48,4 +48,6 @@ urlpatterns = [
     path("me/data/erase/", views.my_data_erase, name="my_data_erase"),
     # Rich messages: the agent's memory, shared by its conversations.
     path("c/<str:letta_id>/memory/", views.conversation_memory, name="conversation_memory"),
+    # Conversation info: Letta's view of the thread and its context window.
+    path("c/<str:letta_id>/info/", views.conversation_info, name="conversation_info"),
 ]

@@ -27,6 +27,7 @@ from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from conversations import exports, personal_data, quotas, selectors, services
+from conversations.context import conversation_context
 from conversations.models import Agent, Conversation, Message
 from letta_gateway import LettaError, get_gateway
 
@@ -561,6 +562,22 @@ def conversation_memory(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
     except LettaError as exc:  # the panel says so; the page goes on from the mirror
         context["memory_error"] = str(exc)
     return render(request, f"{PAGE}#memory-panel", context)
+
+
+# --- Conversation info: Letta's view of the thread ------------------------------------------------
+
+
+@require_safe
+@login_required
+def conversation_info(request: HtmxHttpRequest, letta_id: str) -> HttpResponse:
+    """The thread's info panel: Letta's summary, its context window now, which messages left it."""
+    conversation = _own_conversation(request, letta_id)
+    context: dict[str, object] = {"conversation": conversation}
+    try:
+        context["info"] = conversation_context(gateway=get_gateway(), conversation=conversation)
+    except LettaError as exc:  # the panel says so; the thread goes on from the mirror
+        context["info_error"] = str(exc)
+    return render(request, "chat/conversation_info.html#info-body", context)
 
 
 # --- A person's data: downloads, export, erase ---------------------------------------------------

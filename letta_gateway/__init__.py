@@ -24,6 +24,7 @@ from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnav
 from letta_gateway.types import (
     AgentConfig,
     AgentInfo,
+    CompactionInfo,
     ContentDelta,
     ConversationDetails,
     ConversationInfo,
@@ -46,6 +47,7 @@ from letta_gateway.types import (
 __all__ = [
     "AgentConfig",
     "AgentInfo",
+    "CompactionInfo",
     "ContentDelta",
     "ConversationDetails",
     "ConversationInfo",

@@ -28,6 +28,7 @@ from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnav
 from letta_gateway.types import (
     AgentConfig,
     AgentInfo,
+    CompactionInfo,
     ContentDelta,
     ConversationDetails,
     ConversationInfo,
@@ -287,7 +288,14 @@ class LettaGateway:
             model=agent.model or "",
             blocks=tuple(cls._block_info(b) for b in (getattr(agent, "blocks", None) or [])),
             tags=tuple(getattr(agent, "tags", None) or ()),
+            context_window=getattr(getattr(agent, "llm_config", None), "context_window", None),
         )
+
+    def retrieve_agent(self, *, agent_id: str) -> AgentInfo:
+        """One agent, its context window among the rest (its blocks and tags are not read)."""
+        with _translated_errors():
+            agent = self._client.agents.retrieve(agent_id)
+        return self._agent_info(agent)
 
     def list_messages(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
@@ -352,6 +360,30 @@ class LettaGateway:
             )
             async for event in self._events(stream):
                 yield event
+
+    def stream_reply(self, *, conversation_id: str, text: str, otid: str) -> Iterator[StreamEvent]:
+        """Send one user message and yield the reply as it streams, token by token, in this thread:
+        for commands, which have no event loop. Not a background run: the reply is this stream.
+        """
+        with _translated_errors():
+            stream = self._send_client.conversations.messages.create(
+                conversation_id,
+                messages=[{"role": "user", "content": text, "otid": otid}],
+                streaming=True,
+                stream_tokens=True,
+                include_pings=True,
+            )
+            try:
+                for raw in stream:
+                    event = _stream_event(raw)
+                    if event is not None:
+                        yield event
+            except letta_client.APIStatusError as exc:
+                if exc.status_code >= 400:
+                    raise
+                yield _in_stream_error(exc.body)  # an `event: error` inside the stream
+            finally:
+                stream.close()
 
     async def astream_resume(
         self,
@@ -480,6 +512,17 @@ class LettaGateway:
             created_at=conv.created_at,
             last_message_at=conv.last_message_at,
             in_context_message_ids=tuple(getattr(conv, "in_context_message_ids", None) or ()),
+        )
+
+    def compact_conversation(self, *, conversation_id: str) -> CompactionInfo:
+        """Have Letta summarise the conversation's older messages out of the context window now
+        (as it does by itself when the window fills). Its messages stay in the history."""
+        with _translated_errors():
+            done = self._send_client.conversations.messages.compact(conversation_id)
+        return CompactionInfo(
+            messages_before=done.num_messages_before,
+            messages_after=done.num_messages_after,
+            summary=done.summary or "",
         )
 
     def delete_conversation(self, *, conversation_id: str) -> None:
@@ -706,6 +749,11 @@ class LettaGateway:
     def attach_block(self, *, agent_id: str, block_id: str) -> None:
         with _translated_errors():
             self._client.agents.blocks.attach(block_id, agent_id=agent_id)
+
+    def retrieve_block(self, *, block_id: str) -> MemoryBlockInfo:
+        with _translated_errors():
+            block = self._client.blocks.retrieve(block_id)
+        return self._block_info(block)
 
     def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo:
         with _translated_errors():

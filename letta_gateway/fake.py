@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from letta_gateway import (
     AgentConfig,
     AgentInfo,
+    CompactionInfo,
     ContentDelta,
     ConversationDetails,
     ConversationInfo,
@@ -24,11 +27,13 @@ from letta_gateway import (
     LettaNotFound,
     MemoryBlockInfo,
     MessageInfo,
+    MessageKind,
     RunStarted,
     RunState,
     Stopped,
     StreamEvent,
     ToolInfo,
+    ToolReturn,
 )
 
 
@@ -37,6 +42,20 @@ class Pause:
     """In a script: the upstream says nothing for this long (a slow model, a silent run)."""
 
     seconds: float
+
+
+def system_alert(summary: str) -> str:
+    """What Letta 0.16.8 puts in the context window where it compacted: a user message whose
+    content is a JSON system alert carrying the summary of what was hidden."""
+    return json.dumps(
+        {
+            "type": "system_alert",
+            "message": "Note: prior messages from the beginning of the conversation have been "
+            "hidden from view due to conversation memory constraints.\nThe following is a "
+            f"summary of the previous messages:\n{summary}",
+            "time": "2026-01-01 12:00:00 PM UTC+0000",
+        }
+    )
 
 
 @dataclass
@@ -61,6 +80,9 @@ class ScriptedGateway:
     # Conversations (threads): what Letta holds, and what was asked of it.
     conversations: dict[str, ConversationInfo] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # ids Letta answers 404 for
+    # Which stored messages are in a conversation's context window (all of them when not set).
+    in_context: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    retrieve_error: LettaError | None = None  # what retrieve_conversation raises, if anything
     deleted: list[str] = field(default_factory=list)
     forks: list[dict[str, str | None]] = field(default_factory=list)
     fork_honours_message_id: bool = False  # like Letta 0.16.8, which copies everything
@@ -137,10 +159,22 @@ class ScriptedGateway:
     def create_agent(
         self, *, name: str, model: str, description: str, blocks: dict[str, str]
     ) -> AgentInfo:
-        info = AgentInfo(f"agent-{next(self._ids)}", name, description, model)
+        if self.down:
+            raise self.down
+        info = AgentInfo(
+            f"agent-{next(self._ids)}", name, description, model, context_window=30_000
+        )
         self.agents.append(info)
         self.set_blocks(info.letta_id, **blocks)
         return info
+
+    def retrieve_agent(self, *, agent_id: str) -> AgentInfo:
+        if self.down:
+            raise self.down
+        agent = next((a for a in self.agents if a.letta_id == agent_id), None)
+        if agent is None:
+            raise LettaNotFound("Letta does not know this item.", status=404)
+        return agent
 
     def create_conversation(self, *, agent_id: str) -> ConversationInfo:
         if self.down:
@@ -152,7 +186,13 @@ class ScriptedGateway:
     def list_messages(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
     ) -> list[MessageInfo]:
-        return list(self.stored.get(conversation_id, []))
+        if self.down:
+            raise self.down
+        messages = list(self.stored.get(conversation_id, []))
+        if after:
+            ids = [m.letta_id for m in messages]
+            messages = messages[ids.index(after) + 1 :] if after in ids else []
+        return messages[:limit]
 
     async def alist_messages(
         self, *, conversation_id: str, after: str | None = None, limit: int = 100
@@ -170,6 +210,37 @@ class ScriptedGateway:
         self.sent.append({"conversation_id": conversation_id, "text": text, "otid": otid})
         async for event in self._play(script):
             yield event
+
+    def stream_reply(self, *, conversation_id: str, text: str, otid: str) -> Iterator[StreamEvent]:
+        """The next script, in this thread (no holds); Letta then stores the exchange."""
+        if self.down:
+            raise self.down
+        self._check(conversation_id)
+        script = self.scripts.popleft()
+        if isinstance(script.events, LettaError):
+            raise script.events
+        self.sent.append({"conversation_id": conversation_id, "text": text, "otid": otid})
+        stored = self.stored.setdefault(conversation_id, [])
+        stored.append(self._stored("user", text, otid=otid))
+        replies: dict[str, str] = {}
+        for event in script.events:
+            if isinstance(event, BaseException):
+                raise event
+            if isinstance(event, Pause):
+                time.sleep(event.seconds)  # the upstream says nothing for a while
+                continue
+            if isinstance(event, ContentDelta) and event.kind == "assistant":
+                replies[event.message_id] = replies.get(event.message_id, "") + event.text
+            if isinstance(event, ToolReturn):
+                stored.append(self._stored("tool_return", event.content, name=event.status))
+            yield event
+        stored.extend(
+            replace(self._stored("assistant", text), letta_id=message_id)
+            for message_id, text in replies.items()
+        )
+
+    def _stored(self, kind: MessageKind, content: str, **extra: str) -> MessageInfo:
+        return MessageInfo(f"message-{next(self._ids)}", kind, content, datetime.now(UTC), **extra)
 
     def enqueue_resume(
         self,
@@ -296,13 +367,30 @@ class ScriptedGateway:
 
     def retrieve_conversation(self, *, conversation_id: str) -> ConversationDetails:
         self._check(conversation_id)
+        if self.retrieve_error is not None:
+            raise self.retrieve_error
         info = self.conversations.get(conversation_id)
         if info is None:
             raise LettaNotFound("Letta does not know this item.", status=404)
-        ids = tuple(m.letta_id for m in self.stored.get(conversation_id, []))
+        ids = self.in_context.get(conversation_id)
+        if ids is None:
+            ids = tuple(m.letta_id for m in self.stored.get(conversation_id, []))
         return ConversationDetails(
             info.letta_id, info.agent_id, info.summary, info.created_at, info.last_message_at, ids
         )
+
+    def compact_conversation(self, *, conversation_id: str, keep: int = 2) -> CompactionInfo:
+        """Like Letta: a system alert with a summary replaces all but the last ``keep`` messages
+        in the context window; the history keeps them all."""
+        self._check(conversation_id)
+        stored = self.stored.setdefault(conversation_id, [])
+        before = self.retrieve_conversation(conversation_id=conversation_id)
+        summary = f"{len(stored) - keep} earlier messages."
+        alert = self._stored("user", system_alert(summary))
+        stored.append(alert)
+        kept = tuple(m.letta_id for m in stored[-keep - 1 : -1]) if keep else ()
+        self.in_context[conversation_id] = (alert.letta_id, *kept)
+        return CompactionInfo(len(before.in_context_message_ids), keep + 1, summary)
 
     def delete_conversation(self, *, conversation_id: str) -> None:
         self._check(conversation_id)
@@ -439,6 +527,14 @@ class ScriptedGateway:
 
     def attach_block(self, *, agent_id: str, block_id: str) -> None:
         self.blocks.setdefault(agent_id, []).append(self.standalone_blocks[block_id])
+
+    def retrieve_block(self, *, block_id: str) -> MemoryBlockInfo:
+        if self.down:
+            raise self.down
+        for block in [*self.standalone_blocks.values(), *itertools.chain(*self.blocks.values())]:
+            if block.block_id == block_id:
+                return block
+        raise LettaNotFound("Letta does not know this item.", status=404)
 
     def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo:
         if self.down:

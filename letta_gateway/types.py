@@ -6,7 +6,7 @@ Letta only through these types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -30,6 +30,8 @@ class AgentInfo:
     model: str
     blocks: tuple[MemoryBlockInfo, ...] = ()
     tags: tuple[str, ...] = ()
+    # The model's context window in tokens (``llm_config.context_window``), when Letta says.
+    context_window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,16 @@ class ConversationDetails:
     created_at: datetime | None
     last_message_at: datetime | None
     in_context_message_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionInfo:
+    """What a compaction did: how many messages were in context before and after, and the
+    summary that replaced the others."""
+
+    messages_before: int
+    messages_after: int
+    summary: str
 
 
 MessageKind = Literal[
@@ -207,6 +219,9 @@ class Gateway(Protocol):
     def astream_reply(
         self, *, conversation_id: str, text: str, otid: str
     ) -> AsyncIterator[StreamEvent]: ...
+    def stream_reply(
+        self, *, conversation_id: str, text: str, otid: str
+    ) -> Iterator[StreamEvent]: ...
     def astream_resume(
         self,
         *,
@@ -233,9 +248,11 @@ class Gateway(Protocol):
     def update_conversation(self, *, conversation_id: str, summary: str) -> ConversationInfo: ...
     def delete_conversation(self, *, conversation_id: str) -> None: ...
     def retrieve_conversation(self, *, conversation_id: str) -> ConversationDetails: ...
+    def compact_conversation(self, *, conversation_id: str) -> CompactionInfo: ...
     def fork_conversation(
         self, *, conversation_id: str, message_id: str | None = None
     ) -> ConversationInfo: ...
+    def retrieve_agent(self, *, agent_id: str) -> AgentInfo: ...
     def list_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
     async def alist_blocks(self, *, agent_id: str) -> list[MemoryBlockInfo]: ...
     # Agents of their own: copies of a template, identities, common blocks.
@@ -260,5 +277,6 @@ class Gateway(Protocol):
         self, *, label: str, value: str, limit: int | None, read_only: bool, description: str = ""
     ) -> MemoryBlockInfo: ...
     def attach_block(self, *, agent_id: str, block_id: str) -> None: ...
+    def retrieve_block(self, *, block_id: str) -> MemoryBlockInfo: ...
     def update_block(self, *, block_id: str, value: str) -> MemoryBlockInfo: ...
     def delete_block(self, *, block_id: str) -> None: ...

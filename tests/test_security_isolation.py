@@ -147,6 +147,7 @@ CASES: dict[str, Case] = {
     "conversation_rewind": Case("conversation", POST, params=lambda w, _: {"action": "edit"}),
     "conversation_rewind_controls": Case("conversation", SAFE),
     "conversation_memory": Case("conversation", SAFE),
+    "conversation_info": Case("conversation", SAFE),
     "conversation_download_markdown": Case("conversation", SAFE),
     "conversation_download_json": Case("conversation", SAFE),
     # The person's data as a whole (tests/test_personal_data.py checks what an export holds).

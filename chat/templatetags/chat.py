@@ -4,6 +4,7 @@ from django import template
 from django.utils.safestring import SafeString
 
 from chat.rendering import render_markdown
+from conversations.context import compaction_summary as _compaction_summary
 
 register = template.Library()
 
@@ -22,3 +23,9 @@ def lockout_minutes(duration: timedelta) -> str:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     minutes = round(seconds / 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+@register.filter
+def compaction_summary(content: str) -> str | None:
+    """The summary in a message where Letta compacted the history; None for other messages."""
+    return _compaction_summary(content)
