@@ -215,7 +215,7 @@ def summary() -> str:
             )
     for name, (_, _, _, row) in SOAKS.items():
         if soak := raw.get(name):
-            rows.append((row, " ".join(soak["output"])[:200], c.verdict(soak["ok"])))
+            rows.append((row, " ".join(soak["output"])[:260], c.verdict(soak["ok"])))
     lines = [
         "## Summary: every target",
         "",

@@ -1,6 +1,6 @@
 """Soak with hard faults: Letta killed or hanging, a server process killed, Stop at bad moments.
 
-    uv run python bench/soak_faults.py [--rounds 30] [--seed 1] [--words 60]
+    uv run python bench/soak_faults.py [--rounds 60] [--seed 1] [--words 60]
 
 The sibling of soak_resume.py for issue 12's faults, on what production runs: PostgreSQL and
 Redis (DATABASE_URL's server and REDIS_URL, the local standard ports by default; a throwaway
@@ -406,7 +406,7 @@ async def soak(args: argparse.Namespace, servers: Servers, cookie: str) -> dict[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--words", type=int, default=60, help="length of each reply")
     args = parser.parse_args()
