@@ -335,7 +335,7 @@ class ChatSession:
         if title:
             self.rename(title)
 
-    def list(self, argument: str) -> None:
+    def listing(self, argument: str) -> None:
         agent = self._require_agent()
         if agent is None:
             return
@@ -582,7 +582,7 @@ class ChatSession:
 
 COMMANDS: dict[str, Command] = {
     "new": Command(ChatSession.new, "/new [name]", "start a conversation (and name it)"),
-    "list": Command(ChatSession.list, "/list [archived]", "your conversations with this agent"),
+    "list": Command(ChatSession.listing, "/list [archived]", "your conversations with this agent"),
     "switch": Command(ChatSession.switch, "/switch N", "open conversation N of /list (or an id)"),
     "history": Command(ChatSession.history, "/history [n]", "the last n messages (20)"),
     "info": Command(ChatSession.info, "/info", "what Letta says about this conversation"),

@@ -172,8 +172,7 @@ class TerminalSink:
             return
         if draft.kind == "assistant" and self._live is not None:
             self._live.update(Markdown(message.content), refresh=True)
-            self._live.stop()
-            self._live = None
+            self._end_live()
         elif draft.kind == "reasoning":
             self.console.print()
         elif draft.kind == "tool_call":
@@ -184,11 +183,17 @@ class TerminalSink:
         elif message.error:
             self._line(render.note(message.error))
 
+    def _end_live(self) -> None:
+        assert self._live is not None
+        self._live.stop()
+        self._live = None
+        if not self.console.is_terminal:  # a terminal's live region ends with a new line
+            self.console.line()
+
     def _close_draft(self) -> None:
         """A draft that ends without being stored (the reply was cut): end its lines."""
         if self._live is not None:
-            self._live.stop()
-            self._live = None
+            self._end_live()
         elif self._draft is not None and self._draft.kind == "reasoning":
             self.console.print()
         self._draft = None
