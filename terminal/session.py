@@ -20,9 +20,10 @@ import contextlib
 import logging
 import os
 import readline
+import signal
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,8 +57,14 @@ class Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="chat-loop", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="chat-loop", daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        # Ctrl-C is the main thread's alone (the database threads started from here inherit
+        # this), so that it can hold one back until it is ready for it (``interruptible``).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.loop.run_forever()
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
@@ -75,16 +82,39 @@ class Loop:
         self.thread.join(timeout=10)
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C reaches this block (as ``KeyboardInterrupt``). Elsewhere it waits for the next
+    such block: the chat is never interrupted half-way through a command, and a second Ctrl-C
+    typed at once after the first finds the prompt ready for it."""
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def wait(future: concurrent.futures.Future[T], on_interrupt: Callable[[], bool]) -> T | None:
     """The future's result; each Ctrl-C meanwhile calls ``on_interrupt``, which says whether to
     stop waiting (then None)."""
-    while True:
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            if on_interrupt():
-                future.cancel()
-                return None
+    with interruptible():
+        while True:
+            try:
+                return future.result()
+            except KeyboardInterrupt:
+                if on_interrupt():
+                    future.cancel()
+                    return None
+
+
+def ask(question: str) -> str:
+    """A line typed in answer ("" for Ctrl-C or Ctrl-D)."""
+    try:
+        with interruptible():
+            return input(question)
+    except (KeyboardInterrupt, EOFError):
+        print()
+        return ""
 
 
 def log_to_file(path: Path) -> None:
@@ -131,6 +161,7 @@ class ChatSession:
     # -- The prompt ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # see ``interruptible``
         self._welcome()
         interrupted = False  # the last thing at the prompt was a Ctrl-C
         try:
@@ -146,9 +177,7 @@ class ChatSession:
                     if interrupted:
                         return
                     interrupted = True
-                    self.console.print(
-                        "Press Ctrl-C again to quit (or type /quit).", style="dim", highlight=False
-                    )
+                    self._hint("Press Ctrl-C again to quit (or type /quit).")
                     continue
                 except EOFError:
                     self.console.print()
@@ -156,6 +185,9 @@ class ChatSession:
                 interrupted = False
                 try:
                     self.handle(line)
+                except KeyboardInterrupt:
+                    self.console.print()
+                    self._hint("Interrupted.")
                 except Quit:
                     return
         finally:
@@ -167,7 +199,8 @@ class ChatSession:
         if text:
             readline.set_startup_hook(lambda: readline.insert_text(text))
         try:
-            return input(PROMPT)
+            with interruptible():
+                return input(PROMPT)
         finally:
             readline.set_startup_hook(None)
 
@@ -491,13 +524,7 @@ class ChatSession:
         conversation = self._require_conversation()
         if conversation is None:
             return
-        try:
-            answer = input(
-                f"Delete “{conversation.title}”, in Letta too? It cannot be undone. [y/N] "
-            )
-        except (KeyboardInterrupt, EOFError):
-            answer = ""
-            self.console.print()
+        answer = ask(f"Delete “{conversation.title}”, in Letta too? It cannot be undone. [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             self._say("Kept.")
             return
@@ -575,6 +602,9 @@ class ChatSession:
         if argument.isdigit() and 1 <= int(argument) <= len(items):
             return items[int(argument) - 1]
         return None
+
+    def _hint(self, text: str) -> None:
+        self.console.print(text, style="dim", highlight=False, markup=False)
 
     def _say(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
