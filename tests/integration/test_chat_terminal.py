@@ -7,6 +7,8 @@ What the terminal says is checked against the database and against Letta itself.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import sys
 import time
@@ -19,7 +21,10 @@ import pytest
 from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import LettaNotFound
 from letta_gateway.client import LettaGateway
-from tests.live import ROOT, server_env
+from tests.conftest import require
+from tests.integration.test_processes import Page, cookie_of
+from tests.live import ROOT, LiveServer, server_env
+from tests.websocket import is_idle
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -385,3 +390,42 @@ def test_a_dead_letta_server_is_one_line_and_the_text_is_kept(chat, alice, letta
     terminal.child.sendline("/quit")
     assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.text
+
+
+@pytest.mark.production_stack
+def test_a_page_open_on_the_conversation_shows_the_terminals_reply_once(
+    chat, alice, letta_agent: Agent, letta_url, letta_api_key, tmp_path
+):
+    """The terminal's relay tells the page through the web sink, over the Redis channel layer
+    that reaches the web server's process: the message and the reply, each once."""
+    redis_url = os.environ.get("REDIS_URL", "")
+    require(bool(redis_url), "REDIS_URL is not set: two processes need the Redis channel layer")
+    (tmp_path / "web").mkdir()
+    env = server_env(
+        tmp_path / "web", REDIS_URL=redis_url, LETTA_BASE_URL=letta_url, LETTA_API_KEY=letta_api_key
+    )
+    server = LiveServer(env, tmp_path / "daphne.log")
+    server.start()
+    loop = asyncio.new_event_loop()
+    page: Page | None = None
+    try:
+        terminal = chat("--user", "alice", "--agent", letta_agent.letta_id)
+        conversation = new_conversation(terminal)
+        page = Page(server, conversation.letta_id, cookie_of(alice))
+        loop.run_until_complete(page.open())
+        loop.run_until_complete(page.until(is_idle))  # its catch-up: nothing yet
+        assert page.transcript() == []
+
+        said = terminal.run("Hello to the terminal and the page")
+        assert "Echo: Hello to the terminal and the page" in said
+        loop.run_until_complete(page.until(is_idle))
+        assert page.transcript() == [
+            "Hello to the terminal and the page",
+            "Echo: Hello to the terminal and the page",
+        ]
+        assert any("beforeend:#stream-" in frame for frame in page.frames), "it streamed"
+    finally:
+        if page is not None and page.socket is not None:
+            loop.run_until_complete(page.socket.close())
+        loop.close()
+        server.stop()
