@@ -12,7 +12,6 @@ from datetime import datetime
 from django.utils import timezone
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
-from rich.table import Table
 from rich.text import Text
 
 from conversations.models import Agent, Conversation, Message
@@ -114,27 +113,26 @@ def message(message: Message, *, agent_name: str) -> RenderableType:
     return body
 
 
-def conversation_table(
+def conversation_list(
     conversations: Iterable[Conversation], counts: dict[int, int], *, current: Conversation | None
-) -> Table:
-    """/list and /search: numbered for /switch, with created date and message count."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("title")
-    table.add_column("created")
-    table.add_column("messages", justify="right")
-    table.add_column("id", style="dim")
+) -> Group:
+    """/list and /search: numbered for /switch (``*`` the open one), each with when it was
+    created, its message count and id, on two lines, so an 80-column terminal cuts only a long
+    title."""
+    lines: list[Text] = []
     for number, conversation in enumerate(conversations, start=1):
-        mark = "*" if current is not None and conversation.pk == current.pk else ""
+        mark = "*" if current is not None and conversation.pk == current.pk else " "
         title = conversation.title + (" (archived)" if conversation.archived else "")
-        table.add_row(
-            f"{mark}{number}",
-            title,
-            when(conversation.created_at),
-            str(counts.get(conversation.pk, 0)),
-            conversation.letta_id,
+        count = counts.get(conversation.pk, 0)
+        lines.append(Text.assemble(f"{mark}{number:>2}  ", (title, "bold"), no_wrap=True))
+        lines.append(
+            Text(
+                f"     {when(conversation.created_at)} · {count} message"
+                f"{'' if count == 1 else 's'} · {conversation.letta_id}",
+                style="dim",
+            )
         )
-    return table
+    return Group(*lines)
 
 
 def sharing_line(agent: Agent) -> Text:

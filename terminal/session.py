@@ -333,7 +333,7 @@ class ChatSession:
             table.add_column(column)
         for number, agent in enumerate(self.agents_listed, start=1):
             mark = "*" if self.agent is not None and agent.pk == self.agent.pk else ""
-            table.add_row(f"{mark}{number}", agent.name, agent.sharing, agent.letta_id)
+            table.add_row(f"{mark}{number}", Text(agent.name), agent.sharing, agent.letta_id)
         self.console.print(table)
 
     def use_agent(self, argument: str) -> None:
@@ -470,9 +470,9 @@ class ChatSession:
         table.add_row("id", details.letta_id)
         agent = conversation.agent
         whose = f" (your own copy: {agent.letta_id})" if agent.is_copy else f" ({agent.letta_id})"
-        table.add_row("agent", agent.origin.name + whose)
+        table.add_row("agent", Text(agent.origin.name + whose))
         table.add_row("created", render.when(details.created_at or conversation.created_at))
-        table.add_row("summary", details.summary or "-")
+        table.add_row("summary", Text(details.summary or "-"))
         table.add_row("in context", f"{about.in_context} messages in the agent's context window")
         if about.left_context:
             table.add_row("left context", f"{len(about.left_context)} shown messages")
@@ -594,7 +594,8 @@ class ChatSession:
             return
         counts = selectors.conversation_message_counts(conversations=conversations)
         self.console.print(
-            render.conversation_table(conversations, counts, current=self.conversation)
+            render.conversation_list(conversations, counts, current=self.conversation),
+            overflow="ellipsis",
         )
 
     @staticmethod

@@ -173,10 +173,12 @@ def test_a_reply_streams_and_every_command_does_what_it_says(
     )
 
     said = terminal.run("/list")
-    rows = re.findall(rf"^ ?\*?(\d)\s+(.+?)\s+({WHEN})\s+(\d+)\s+(conv-\S+)", said, re.MULTILINE)
-    assert [(n, title, count) for n, title, _, count, _ in rows] == [
-        ("1", "Second thread", "0"),
-        ("2", "Hello from the terminal", "2"),
+    rows = re.findall(
+        rf"^[ *] ?(\d+)  (.+)\n +({WHEN}) · (\d+) messages? · ({CONV_ID})$", said, re.MULTILINE
+    )
+    assert [(n, title, count, letta_id) for n, title, _, count, letta_id in rows] == [
+        ("1", "Second thread", "0", second.letta_id),
+        ("2", "Hello from the terminal", "2", first_id),
     ]
 
     said = terminal.run("/switch 2")
