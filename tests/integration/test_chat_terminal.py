@@ -431,3 +431,43 @@ def test_a_page_open_on_the_conversation_shows_the_terminals_reply_once(
             loop.run_until_complete(page.socket.close())
         loop.close()
         server.stop()
+
+
+def test_a_page_opened_mid_reply_shows_the_terminals_reply_once_whatever_the_layer(
+    chat, alice, letta_agent: Agent, letta_url, letta_api_key, tmp_path
+):
+    """A page opened (or reconnecting) on the web server while the terminal's reply streams: it
+    catches up from the terminal's relay where the channel layer reaches it (Redis), and takes
+    the run over where it does not (the in-memory layer of ``bin/run``, one per process); the
+    page, the terminal and the database have the reply once either way."""
+    (tmp_path / "web").mkdir()
+    env = server_env(tmp_path / "web", LETTA_BASE_URL=letta_url, LETTA_API_KEY=letta_api_key)
+    server = LiveServer(env, tmp_path / "daphne.log")
+    server.start()
+    loop = asyncio.new_event_loop()
+    page: Page | None = None
+    try:
+        terminal = chat("--user", "alice", "--agent", letta_agent.letta_id)
+        conversation = new_conversation(terminal)
+        terminal.child.sendline("[[stall:8]] one two three four five")
+        terminal.expect("Echo:")  # the first word; the model pauses before the others
+        page = Page(server, conversation.letta_id, cookie_of(alice))
+        loop.run_until_complete(page.open())
+        loop.run_until_complete(page.until(is_idle, timeout=60))
+        said = terminal.until_prompt()
+
+        reply = "Echo: one two three four five"
+        assert reply in said
+        assert page.transcript() == ["[[stall:8]] one two three four five", reply]
+        assert list(conversation.messages.values_list("message_type", "content", "error")) == [
+            ("user", "[[stall:8]] one two three four five", ""),
+            ("assistant", reply, ""),
+        ]
+        assert list(Run.objects.filter(conversation=conversation).values_list("status")) == [
+            ("done",)
+        ]
+    finally:
+        if page is not None and page.socket is not None:
+            loop.run_until_complete(page.socket.close())
+        loop.close()
+        server.stop()
