@@ -245,6 +245,7 @@ class ChatSession:
             self.new("")
             if self.conversation is None:
                 self.pending_text = text
+                self._say("Your text is back at the prompt.")
                 return
         conversation = self.conversation
         agent_name = conversation.agent.origin.name
