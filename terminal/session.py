@@ -250,8 +250,14 @@ class ChatSession:
         conversation = self.conversation
         agent_name = conversation.agent.origin.name
         sink = TerminalSink(self.console, sender=self.sender, agent_name=agent_name)
+        early: list[bool] = []  # a Ctrl-C while the message is being sent: stop at once after
+
+        def hold() -> bool:
+            early.append(True)
+            return False
+
         try:
-            relay = wait(self.loop.submit(self._start(conversation, text, sink)), lambda: False)
+            relay = wait(self.loop.submit(self._start(conversation, text, sink)), hold)
         except actions.ConversationBusy:
             self.pending_text = text
             self._say(
@@ -263,7 +269,9 @@ class ChatSession:
             self.pending_text = text
             self._say(str(exc))
             return
-        self._follow(conversation, sink, relay)
+        if relay is None:  # nothing started here (cannot happen with a new otid): nothing to follow
+            return
+        self._follow(conversation, sink, relay, stop_now=bool(early))
         if sink.given_back is not None:
             self.pending_text = sink.given_back
             self._say("Your text is back at the prompt.")
@@ -282,7 +290,7 @@ class ChatSession:
         return relays.running_here(conversation.pk)
 
     def _follow(
-        self, conversation: Conversation, sink: TerminalSink, relay: ReplyRelay | None
+        self, conversation: Conversation, sink: TerminalSink, relay: ReplyRelay, *, stop_now: bool
     ) -> None:
         """Until the reply is over: Ctrl-C stops it (the partial reply is kept). Then until its
         relay is done (after a stop: Letta confirmed and what it kept is told)."""
@@ -295,16 +303,24 @@ class ChatSession:
                 self.loop.submit(actions.reply_stop(conversation=conversation))
             return False
 
-        wait(self.loop.submit(sink.wait_finished()), stop)
-        if relay is not None and relay.task is not None:
-            task = relay.task
+        task = relay.task
+        assert task is not None, "a relay is started before it is registered"
 
-            async def done() -> None:
-                await asyncio.wait({task})
+        async def over() -> None:
+            # Told by the relay (its last event); or its task ended without telling (it failed).
+            told = asyncio.ensure_future(sink.wait_finished())
+            await asyncio.wait({told, task}, return_when=asyncio.FIRST_COMPLETED)
+            told.cancel()
 
-            if stopping:
-                self.console.print("Telling Letta to stop… (Ctrl-C: stop waiting)", style="dim")
-            wait(self.loop.submit(done()), lambda: True)
+        async def done() -> None:
+            await asyncio.wait({task})
+
+        if stop_now:
+            stop()
+        wait(self.loop.submit(over()), stop)
+        if stopping:
+            self.console.print("Telling Letta to stop… (Ctrl-C: stop waiting)", style="dim")
+        wait(self.loop.submit(done()), lambda: True)
         sink.quiet = True  # back at the prompt
 
     # -- Commands --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from conversations.events import Event, Outcome, Stamp
 from conversations.models import Conversation, Message
 from terminal import render
 
+REFRESH_PER_SECOND = 12
 SENDER_PREFIX = "terminal:"  # this terminal as a message's sender: "terminal:<pid>"
 
 
@@ -141,13 +142,16 @@ class TerminalSink:
         self._close_draft()
         self._draft = _Streaming(draft.stream_id, draft.kind, draft.name)
         if draft.kind == "assistant":
+            # Redrawn a few times a second, not per token (markdown is rendered whole each
+            # time); taller than the screen, the region shows its top while it streams ("…"),
+            # since a terminal cannot redraw what has scrolled away, and all of it once stored.
             self._live = Live(
                 Markdown(""),
                 console=self.console,
-                auto_refresh=False,
+                refresh_per_second=REFRESH_PER_SECOND,
                 redirect_stdout=False,
                 redirect_stderr=False,
-                vertical_overflow="visible",
+                vertical_overflow="ellipsis",
             )
             self._live.start()
         elif draft.kind == "reasoning":
@@ -160,7 +164,7 @@ class TerminalSink:
             return
         draft.parts.append(text)
         if draft.kind == "assistant" and self._live is not None:
-            self._live.update(Markdown(draft.text), refresh=True)
+            self._live.update(Markdown(draft.text))
         elif draft.kind == "reasoning":
             self.console.print(Text(text, style="dim italic"), end="")
         # A tool call's arguments stream too: it is printed in one line once stored.

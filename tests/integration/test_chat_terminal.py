@@ -453,7 +453,14 @@ def test_a_page_opened_mid_reply_shows_the_terminals_reply_once_whatever_the_lay
         terminal.expect("Echo:")  # the first word; the model pauses before the others
         page = Page(server, conversation.letta_id, cookie_of(alice))
         loop.run_until_complete(page.open())
-        loop.run_until_complete(page.until(is_idle, timeout=60))
+        try:
+            loop.run_until_complete(page.until(is_idle, timeout=60))
+        except TimeoutError:
+            pytest.fail(
+                f"the page never saw the reply end; its frames: {page.frames}\n"
+                f"the terminal: {terminal.text[-2000:]}\n"
+                f"-- daphne --\n{server.log_path.read_text()[-3000:]}"
+            )
         said = terminal.until_prompt()
 
         reply = "Echo: one two three four five"
