@@ -8,6 +8,7 @@ their conversations go to their own copy of it. /help lists the commands. Logs g
 ``var/chat.log``, not to the terminal.
 """
 
+import signal
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +26,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True, help="The username to chat as.")
         parser.add_argument("--agent", default="", help="The agent to talk to (its Letta id).")
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Ctrl-C is for the chat's main thread alone (``terminal.session.interruptible``): held
+        # back from before anything starts a thread (the database pool does), so that every
+        # thread inherits the hold and a Ctrl-C always wakes the prompt, not another thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
         users = get_user_model()
