@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, F, OrderBy, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OrderBy, OuterRef, Q, QuerySet, Subquery
 
 from conversations.models import Agent, Conversation, Message, Run
 
@@ -225,6 +225,18 @@ def conversation_search(
     if letta_ids := list(letta_ids):
         matches |= Q(letta_id__in=letta_ids)
     return list(_conversations_on(user, agent).filter(matches).order_by(*_sidebar_order())[:limit])
+
+
+def conversation_message_counts(*, conversations: Iterable[Conversation]) -> dict[int, int]:
+    """How many messages each conversation shows (by pk; none is 0), in one query."""
+    pks = [conversation.pk for conversation in conversations]
+    rows = (
+        Message.objects.filter(conversation_id__in=pks)
+        .exclude(message_type=Message.Type.SYSTEM)
+        .values("conversation_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["conversation_id"]: row["n"] for row in rows}
 
 
 def _message_page(rows: QuerySet[Message], limit: int) -> MessagePage:
