@@ -148,6 +148,12 @@ CASES: dict[str, Case] = {
     "conversation_rewind_controls": Case("conversation", SAFE),
     "conversation_memory": Case("conversation", SAFE),
     "conversation_info": Case("conversation", SAFE),
+    # Tool approvals: a forged or someone else's request id is refused (tests/test_approvals.py).
+    "approval_answer": Case(
+        "conversation",
+        POST,
+        params=lambda w, _: {"approval": 1, "decision": "deny", "reason": "no"},
+    ),
     "conversation_download_markdown": Case("conversation", SAFE),
     "conversation_download_json": Case("conversation", SAFE),
     # The person's data as a whole (tests/test_personal_data.py checks what an export holds).
