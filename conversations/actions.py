@@ -132,11 +132,13 @@ async def approval_answer(
     reason: str = "",
     sender: str = "",
     also: tuple[sinks.Sink, ...] = (),
+    by_staff: bool = False,
 ) -> Approval:
     """The owner's answer to the pending approval request ``approval_pk``: every client sees it
     answered, and the reply goes on (streamed like any reply: resume and Stop apply).
 
     Exactly one answer reaches Letta, however often it is given (two tabs, a double click).
+    ``by_staff``: a staff member answers (denies) from the admin instead of the owner.
     Raises ``ApprovalRefused`` (unknown request, someone else's, answered already: ``str()`` says
     which), ``ConversationBusy``, ``ConversationReadOnly``, ``quotas.QuotaExceeded``.
     """
@@ -148,6 +150,7 @@ async def approval_answer(
         approve=approve,
         reason=reason,
         relay_channel=channel,
+        by_staff=by_staff,
     )
     await sinks.emit(conversation, ApprovalAnswered(approval), also=also)
     await sinks.emit(conversation, ConversationActive(conversation), also=also)

@@ -166,6 +166,7 @@ def approval_answer(
     approve: bool,
     reason: str = "",
     relay_channel: str = "",
+    by_staff: bool = False,
 ) -> tuple[Approval, Run]:
     """Take the owner's answer to the pending request ``approval_pk`` and open the run that
     carries it to Letta: (the answered approval, the run).
@@ -173,10 +174,11 @@ def approval_answer(
     One answer per request, across tabs and processes: the change from pending is a conditional
     update in the transaction that opens the run. Raises ``ApprovalRefused`` (unknown, someone
     else's, answered already), ``ConversationBusy`` (a reply runs), ``QuotaExceeded``.
+    ``by_staff``: a staff member denies it from the admin (whose permission the admin checked).
     """
     from conversations.services import ConversationBusy, _ensure_writable
 
-    if not user.is_authenticated or conversation.owner_id != user.pk:
+    if not user.is_authenticated or (conversation.owner_id != user.pk and not by_staff):
         raise ApprovalRefused(NO_SUCH_REQUEST)
     approval = Approval.objects.filter(pk=approval_pk, conversation=conversation).first()
     if approval is None:
@@ -202,7 +204,8 @@ def approval_answer(
             )
             if not taken:
                 raise ApprovalRefused(ALREADY_ANSWERED)  # rolls the run back
-            quotas.reply_start_check(conversation=conversation)
+            if not by_staff:  # the owner's places, not staff's, are counted
+                quotas.reply_start_check(conversation=conversation)
     except IntegrityError as exc:
         # Another run is running: an answer (this one, clicked twice) or a reply.
         approval.refresh_from_db()
