@@ -104,7 +104,7 @@ def approval_record(
     first = calls[0] if calls else {"name": "", "arguments": ""}
     now = timezone.now()
     with transaction.atomic():
-        message, _ = Message.objects.get_or_create(
+        message, made = Message.objects.get_or_create(
             conversation=conversation,
             letta_id=letta_id,
             message_type=Message.Type.APPROVAL,
@@ -129,7 +129,8 @@ def approval_record(
             tool_calls=calls,
             status=Approval.Status.PENDING if pending else Approval.Status.RESOLVED,
         )
-        Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
+        if made:
+            Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
     approval.message = message
     return approval, True
 

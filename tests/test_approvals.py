@@ -410,3 +410,38 @@ def test_the_url_refuses_a_forged_or_someone_elses_request(
     assert owner.post(url, {"approval": approval.pk, "decision": "?"}).status_code == 400
     approval.refresh_from_db()
     assert approval.pending and fake_gateway.approvals_sent == []
+
+
+async def test_a_resync_finds_a_request_letta_waits_on_and_earlier_ones_answered(
+    conversation, fake_gateway
+):
+    from conversations import sync
+    from letta_gateway import ConversationInfo
+
+    fake_gateway.conversations[conversation.letta_id] = ConversationInfo(
+        conversation.letta_id, "agent-visible", "", datetime.now(UTC), None
+    )
+    at = datetime.now(UTC)
+    fake_gateway.stored[conversation.letta_id] = [
+        MessageInfo("m-1", "user", "use it", at),
+        MessageInfo(
+            "m-old", "approval", "{}", at, TOOL, tool_calls=(ToolCallRequest("c-0", TOOL, "{}"),)
+        ),
+        MessageInfo("m-r", "tool_return", "done", at, "success"),
+        MessageInfo("m-2", "user", "again", at),
+        MessageInfo(
+            "m-new", "approval", ARGS, at, TOOL, tool_calls=(ToolCallRequest("c-1", TOOL, ARGS),)
+        ),
+    ]
+    await database_sync_to_async(sync.conversation_resync)(
+        gateway=fake_gateway, conversation=conversation
+    )
+    states = await database_sync_to_async(
+        lambda: sorted(
+            (a.message.letta_id, a.status)
+            for a in Approval.objects.filter(conversation=conversation).select_related("message")
+        )
+    )()
+    assert states == [("m-new", "pending"), ("m-old", "resolved")]
+    with pytest.raises(actions.ApprovalPendingError):
+        await actions.message_send(conversation=conversation, text="hello?", otid="")
