@@ -445,3 +445,38 @@ async def test_a_resync_finds_a_request_letta_waits_on_and_earlier_ones_answered
     assert states == [("m-new", "pending"), ("m-old", "resolved")]
     with pytest.raises(actions.ApprovalPendingError):
         await actions.message_send(conversation=conversation, text="hello?", otid="")
+
+
+async def test_several_tool_calls_in_one_request_are_answered_together(
+    conversation, user, fake_gateway
+):
+    """Letta 0.16.8 wants every call of a request answered in one message: the card's buttons
+    answer them all."""
+    fake_gateway.enqueue(
+        [
+            RunStarted("run-1", 1),
+            ApprovalRequest("m-ask", "call-a", TOOL, '{"query": "a"}', "run-1", 2),
+            ApprovalRequest("m-ask", "call-b", "memory_insert", '{"label": "human"}', "run-1", 3),
+            Stopped("requires_approval"),
+        ]
+    )
+    await actions.message_send(conversation=conversation, text="do both", otid="")
+    await settled()
+    approval = await pending_of(conversation)
+    assert approval is not None
+    assert [c["id"] for c in approval.tool_calls] == ["call-a", "call-b"]
+    assert approval.tool_names == f"{TOOL}, memory_insert"
+    from chat import websink
+
+    html = "".join(websink.html_of(conversation, events.ApprovalRequested(approval)))
+    assert html.count('class="approval-call"') == 2 and "memory_insert" in html
+    fake_gateway.enqueue(goes_on())
+    await actions.approval_answer(
+        conversation=conversation, user=user, approval_pk=approval.pk, approve=False, reason="no"
+    )
+    await settled()
+    [sent] = fake_gateway.approvals_sent
+    assert [(a.tool_call_id, a.approve, a.reason) for a in sent["answers"]] == [
+        ("call-a", False, "no"),
+        ("call-b", False, "no"),
+    ]

@@ -373,3 +373,26 @@ async def test_another_persons_answer_is_refused_on_the_socket_and_the_url(
     kinds = await letta_kinds(letta_gateway, letta_conversation)
     assert "approval_response_message" not in kinds
     assert approval.pending
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_approve_through_the_url(letta_gateway, letta_conversation, user):
+    from channels.db import database_sync_to_async
+    from django.test import Client
+
+    from conversations.models import Approval
+
+    approval = await asked(letta_conversation)
+
+    def post():
+        client = Client()
+        client.force_login(user)
+        url = f"/c/{letta_conversation.letta_id}/approval/"
+        return client.post(url, {"approval": approval.pk, "decision": "approve"}).status_code
+
+    assert await database_sync_to_async(post)() == 302  # back to the conversation
+    await settled()
+    answered = await database_sync_to_async(Approval.objects.get)(pk=approval.pk)
+    assert answered.status == Approval.Status.APPROVED
+    kinds = await letta_kinds(letta_gateway, letta_conversation)
+    assert kinds.count("approval_response_message") == 1 and kinds[-1] == "assistant_message"
