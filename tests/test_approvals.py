@@ -73,7 +73,7 @@ def page_text(page: PageModel) -> str:
 
 
 async def settled() -> None:
-    await registry.wait_all_done()
+    await asyncio.wait_for(registry.wait_all_done(), 20)  # a hang fails, with a trace
 
 
 async def pending_of(conversation) -> Approval | None:
@@ -480,3 +480,31 @@ async def test_several_tool_calls_in_one_request_are_answered_together(
         ("call-a", False, "no"),
         ("call-b", False, "no"),
     ]
+
+
+async def test_an_answer_whose_relay_died_is_followed_by_otid_never_sent_twice(
+    conversation, user, fake_gateway, settings
+):
+    from conversations.relay import reaper
+
+    settings.LETTACHAT_REAP_AFTER_SECONDS = 0
+    approval = await ask(conversation, fake_gateway)
+    fake_gateway.enqueue(goes_on(), hold_after=0)  # Letta has not named the run yet
+    answered = await actions.approval_answer(
+        conversation=conversation, user=user, approval_pk=approval.pk, approve=True
+    )
+    running = registry.running_here(conversation.pk)
+    while not fake_gateway.approvals_sent:
+        await asyncio.sleep(0.01)
+    running.task.cancel()  # the process dies
+    with pytest.raises(asyncio.CancelledError):
+        await running.task
+    fake_gateway.enqueue_resume(goes_on("Found it after all."))
+    assert await reaper.reap_once() == 1
+    await settled()
+    assert len(fake_gateway.approvals_sent) == 1  # never a second answer
+    assert fake_gateway.resumed[-1].get("otid") == answered.otid
+    texts = await database_sync_to_async(
+        lambda: list(conversation.messages.values_list("content", flat=True))
+    )()
+    assert "Found it after all." in texts

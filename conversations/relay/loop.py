@@ -230,6 +230,10 @@ class ReplyRelay:
         self.lost = ""  # why the run is over although Letta's stream does not say so
         self.stored_any = False  # a message of the reply is stored
         self.by_otid = False  # following the run our message started, found by its otid
+        if resume and approval is not None and not run.letta_run_id:
+            # An answer whose run was never named: ask Letta for it by its otid rather than
+            # send it again (a second answer would be a second turn in Letta).
+            self.by_otid = True
         # Stop was pressed before this relay started (a relay taking a stopped run over).
         self.stop_requested = run.stop_requested_at is not None
         self.task: asyncio.Task[None] | None = None
