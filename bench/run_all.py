@@ -43,12 +43,36 @@ RUNS: list[tuple[str, list[str]]] = [
     ("http-throughput-unpooled", ["http_throughput.py", "--without", "pool", "--name",
                                   "unpooled"]),
     ("soak", ["soak_resume.py"]),
+    ("soak-faults", ["soak_faults.py"]),
 ]  # fmt: skip
+SOAKS = {  # name: (title, what it does, target, summary row)
+    "soak": (
+        "Replies are never lost: the resume soak",
+        "Against the real Letta server: the websocket is aborted at random points during replies "
+        "(no close handshake), the page reconnects and resumes; what the page shows is compared "
+        "with what Letta stored",
+        "nothing lost, nothing duplicated",
+        "replies never lost (soak)",
+    ),
+    "soak-faults": (
+        "Never stuck, never twice: the fault soak",
+        "PostgreSQL, Redis, two daphne processes and the real Letta server; each round a reply "
+        "meets one fault at a random moment, in turn: Stop, Stop before the first token, a "
+        "dropped connection, Letta hung (SIGSTOP 2-6 s), Letta killed (SIGKILL) and started "
+        "again, the server process running the reply killed (SIGKILL; its page reconnects to the "
+        "other, whose reaper takes the run over). Two pages (one on each process) are compared "
+        "with what lettachat stored, and, once everything settled, the mirror with Letta's own "
+        "message list",
+        "nothing lost, duplicated, stuck, sent twice, or different from what Letta kept",
+        "never stuck, never twice (fault soak)",
+    ),
+}
 ORDER = ["summary"] + [name for name, _ in RUNS] + ["peer-openwebui", "findings"]
 
 
-def run_soak(command: list[str]) -> bool:
-    """soak_resume.py prints its figures and exits 1 on a loss: keep its last lines as a section."""
+def run_soak(name: str, command: list[str]) -> bool:
+    """A soak prints its figures and exits 1 on a loss: keep its last line as a section."""
+    title, what, target, _ = SOAKS[name]
     started = time.perf_counter()
     m = c.machine()
     done = subprocess.run(
@@ -58,23 +82,21 @@ def run_soak(command: list[str]) -> bool:
     tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
     ok = done.returncode == 0
     lines = [
-        "## Replies are never lost: the resume soak",
+        f"## {title}",
         "",
         f"`uv run python {' '.join(command)}`",
         "",
         f"{c.machine_line(m)}.",
         "",
-        "Against the real Letta server: the websocket is aborted at random points during replies "
-        "(no close handshake), the page reconnects and resumes; what the page shows is compared "
-        f"with what Letta stored ({minutes:.1f} minutes).",
+        f"{what} ({minutes:.1f} minutes).",
         "",
         "```",
         *(tail or [done.stderr[-2000:]]),
         "```",
         "",
-        f"Target: nothing lost, nothing duplicated: {c.verdict(ok)}.",
+        f"Target: {target}: {c.verdict(ok)}.",
     ]
-    c.write_section("soak", "\n".join(lines), {"machine": m, "output": tail, "ok": ok})
+    c.write_section(name, "\n".join(lines), {"machine": m, "output": tail, "ok": ok})
     return ok
 
 
@@ -191,11 +213,9 @@ def summary() -> str:
             rows.append(
                 (f"6. {target.split(' (')[0]}", target.split(" (", 1)[-1][:-1], c.verdict(ok))
             )
-    soak = raw.get("soak")
-    if soak:
-        rows.append(
-            ("replies never lost (soak)", " ".join(soak["output"])[:90], c.verdict(soak["ok"]))
-        )
+    for name, (_, _, _, row) in SOAKS.items():
+        if soak := raw.get(name):
+            rows.append((row, " ".join(soak["output"])[:260], c.verdict(soak["ok"])))
     lines = [
         "## Summary: every target",
         "",
@@ -239,8 +259,8 @@ def main() -> int:
             continue
         print(f"\n=== {name}: uv run python {PY}{' '.join(command)}", flush=True)
         started = time.perf_counter()
-        if name == "soak":
-            ok = run_soak([PY + command[0], *command[1:]])
+        if name in SOAKS:
+            ok = run_soak(name, [PY + command[0], *command[1:]])
         else:
             ok = (
                 subprocess.run(

@@ -521,11 +521,15 @@ class LettaGateway:
             run = await self._aclients()[0].runs.retrieve(run_id)
         return str(run.conversation_id or "")
 
-    async def acancel(self, *, conversation_id: str) -> bool:
-        """Stop the conversation's active run; False when there was none."""
+    async def acancel(self, *, conversation_id: str, run_id: str = "", agent_id: str = "") -> bool:
+        """Stop run ``run_id`` when given (a no-op once it has ended), else every active run of
+        the conversation; False when there was none."""
         try:
             with _translated_errors():
-                await self._aclients()[1].conversations.cancel(conversation_id)
+                if run_id and agent_id:
+                    await self._aclients()[1].agents.messages.cancel(agent_id, run_ids=[run_id])
+                else:
+                    await self._aclients()[1].conversations.cancel(conversation_id)
         except LettaBusy:
             return False  # 409: no active run to cancel
         return True

@@ -27,6 +27,7 @@ from letta_gateway import (
     ConversationInfo,
     LettaError,
     LettaNotFound,
+    LettaUnavailable,
     MemoryBlockInfo,
     MessageInfo,
     MessageKind,
@@ -70,6 +71,13 @@ class Script:
     # One piece at a time, as a model streams: after the first piece each event waits for step().
     pieces: asyncio.Semaphore | None = None
 
+    @property
+    def run_id(self) -> str:
+        """The run this script plays (its first RunStarted's), "" if it names none."""
+        if isinstance(self.events, LettaError):
+            return ""
+        return next((e.run_id for e in self.events if isinstance(e, RunStarted)), "")
+
 
 @dataclass
 class ScriptedGateway:
@@ -92,6 +100,9 @@ class ScriptedGateway:
     resumes: deque[Script] = field(default_factory=deque)
     resumed: list[dict[str, object]] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
+    cancelled_runs: list[str] = field(default_factory=list)  # run ids given, '' for none
+    cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)  # set at each cancel
+    cancels_unreachable: bool = False  # cancels fail as if Letta could not be reached
     active: Script | None = None
     cancels_succeed: bool = True
     # What Letta says of runs (arun_state), and how often it was asked.
@@ -328,13 +339,19 @@ class ScriptedGateway:
             raise self.down
         return self.run_conversations.get(run_id)
 
-    async def acancel(self, *, conversation_id: str) -> bool:
+    async def acancel(self, *, conversation_id: str, run_id: str = "", agent_id: str = "") -> bool:
         if self.down:
             raise self.down
         self.cancels.append(conversation_id)
+        self.cancelled_runs.append(run_id)
+        self.cancel_seen.set()
+        if self.cancels_unreachable:
+            raise LettaUnavailable("The Letta server cannot be reached.")
         script = self.active
         if script is None or script.cancelled or not self.cancels_succeed:
             return False
+        if run_id and run_id != script.run_id:
+            return True  # that run is over; the one going (a next turn's) is not touched
         script.cancelled = True
         if script.gate is not None:
             script.gate.set()

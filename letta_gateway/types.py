@@ -306,7 +306,11 @@ class Gateway(Protocol):
         """The conversation a run belongs to ("" for none; None when it cannot be told)."""
         ...
 
-    async def acancel(self, *, conversation_id: str) -> bool: ...
+    async def acancel(self, *, conversation_id: str, run_id: str = "", agent_id: str = "") -> bool:
+        """Stop run ``run_id`` (of agent ``agent_id``) when given, else every active run of the
+        conversation; False when Letta had nothing to stop."""
+        ...
+
     def list_conversations(
         self,
         *,

@@ -227,6 +227,46 @@ async def test_a_message_sent_right_after_a_stop_waits_for_letta_to_let_go_of_th
     assert ("assistant", "Second", "") in await stored(conversation)
 
 
+async def test_a_stop_still_settling_never_stops_the_message_sent_after_it(
+    conversation, user, fake_gateway, quick
+):
+    """Letta's conversation cancel stops every active run of the conversation. A Stop's settle,
+    still asking Letta to cancel when the person's next message is running, names its own run:
+    the next reply is not stopped with it (found by bench/soak_faults.py on the real server)."""
+    fake_gateway.enqueue(reply(), hold_after=3)
+    fake_gateway.cancels_unreachable = True  # the settle asks Letta again and again
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    await send_message(communicator, "first")
+    while "upon" not in await communicator.receive_from():
+        pass
+    await communicator.send_to(text_data=json.dumps({"type": "stop"}))
+    await frames_until_idle(communicator)
+    second = [
+        RunStarted("run-2", seq_id=1),
+        ContentDelta("m-2", "assistant", "Second", "run-2", 2),
+        Stopped("end_turn"),
+    ]
+    gate = fake_gateway.enqueue(second, hold_after=2)
+    await send_message(communicator, "second")
+    while "Second" not in await communicator.receive_from():
+        pass
+    # The next reply runs; the settle's next try at cancelling reaches Letta now.
+    fake_gateway.run_states["run-1"] = RunState("run-1", "cancelled")
+    fake_gateway.cancels_unreachable = False
+    fake_gateway.cancel_seen.clear()
+    await asyncio.wait_for(fake_gateway.cancel_seen.wait(), 10)
+    gate.set()
+    await frames_until_idle(communicator, timeout=10)
+    await registry.wait_all_done()
+    await communicator.disconnect()
+    assert [r.status for r in await the_runs(conversation)] == [
+        Run.Status.STOPPED,
+        Run.Status.DONE,
+    ]
+    assert ("assistant", "Second", "") in await stored(conversation)
+    assert set(fake_gateway.cancelled_runs) == {"run-1"}
+
+
 async def test_an_edited_message_sent_with_the_same_otid_is_never_dropped(
     conversation, user, fake_gateway, quick
 ):

@@ -239,12 +239,14 @@ class ReplyRelay:
         self.task: asyncio.Task[None] | None = None
         self.cursor: str | None = None
         self.agent_name = ""
+        self.agent_letta_id = ""
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         self._held: QueueItem | None = None  # taken from the queue, not merged: next
 
     async def open(self, channel: str = "") -> None:
         """Register the relay's channel, so clients can reach it as soon as it runs."""
         self.agent_name = await db(_agent_name)(self.conversation)
+        self.agent_letta_id = await db(_agent_letta_id)(self.conversation)
         if channel:
             assert self.run.relay_channel == channel, "the run records another relay channel"
             self.channel = channel
@@ -649,9 +651,18 @@ class ReplyRelay:
         await self._emit(DraftStored(draft.stream_id, message))
 
     async def _cancel(self) -> bool:
-        """Ask Letta to cancel the conversation's run; True once Letta has no run going."""
+        """Ask Letta to cancel this reply's run; True once Letta has no run of it going.
+
+        By the run's id once known: Letta's conversation cancel stops every active run of the
+        conversation, so, sent while settling, it would stop the person's next message (Letta
+        then keeps nothing of it although its reply was shown: found by bench/soak_faults.py).
+        """
         try:
-            await self.gateway.acancel(conversation_id=self.conversation.letta_id)
+            await self.gateway.acancel(
+                conversation_id=self.conversation.letta_id,
+                run_id=self.run.letta_run_id,
+                agent_id=self.agent_letta_id,
+            )
         except LettaError as exc:
             logger.warning("could not stop run %s: %s", self.run.letta_run_id, exc)
             return False
@@ -886,6 +897,10 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 def _agent_name(conversation: Conversation) -> str:
     return conversation.agent.origin.name  # a copy is shown by its template's name
+
+
+def _agent_letta_id(conversation: Conversation) -> str:
+    return conversation.agent.letta_id
 
 
 def _ours_and_stopped(run: Run, letta_run_id: str) -> bool:
