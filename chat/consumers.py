@@ -57,8 +57,8 @@ def validate_message(raw: str | None) -> str:
     return text
 
 
-FrameKind = Literal["message", "resume", "stop", "retry"]
-KINDS: tuple[FrameKind, ...] = ("resume", "stop", "retry")
+FrameKind = Literal["message", "resume", "stop", "retry", "approval"]
+KINDS: tuple[FrameKind, ...] = ("resume", "stop", "retry", "approval")
 
 
 def _frame(raw: str | None) -> tuple[FrameKind, dict[str, Any] | None]:
@@ -186,7 +186,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         except actions.ConversationBusy:
             await self.send(fragments.composer_error(self._still_answering()))
             return
-        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
+        except (
+            actions.ConversationReadOnly,
+            actions.ApprovalPendingError,  # the text stays in the box
+            quotas.QuotaExceeded,
+        ) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         # The sender's box is emptied only now that the message is stored.
@@ -215,11 +219,44 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 message=message,
                 sender=websink.sender_of(self.channel_name),
             )
-        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
+        except (
+            actions.ConversationReadOnly,
+            actions.ApprovalPendingError,
+            quotas.QuotaExceeded,
+        ) as exc:
             await self.send(fragments.composer_error(str(exc)))
             return
         if not started:
             await self.send(fragments.composer_error(self._still_answering()))
+
+    async def on_approval(self, frame: Frame) -> None:
+        """The person's answer to an approval request: ``{"type": "approval", "approval": <id>,
+        "decision": "approve"|"deny", "reason": "…"}``. Only the owner's is taken, once."""
+        data = frame.data or {}
+        decision = data.get("decision")
+        reason = data.get("reason")
+        if decision not in ("approve", "deny") or not isinstance(reason, str | None):
+            await self.send(fragments.composer_error("That answer could not be read."))
+            return
+        if await self._over_quota():
+            return
+        try:
+            await actions.approval_answer(
+                conversation=self.conversation,
+                user=self.scope["user"],
+                approval_pk=_int(data.get("approval")),
+                approve=decision == "approve",
+                reason=reason or "",
+                sender=websink.sender_of(self.channel_name),
+            )
+        except actions.ConversationBusy:
+            await self.send(fragments.composer_error(self._still_answering()))
+        except (
+            actions.ApprovalRefused,
+            actions.ConversationReadOnly,
+            quotas.QuotaExceeded,
+        ) as exc:
+            await self.send(fragments.composer_error(str(exc)))
 
     async def _over_quota(self) -> bool:
         """Past the person's daily quota (conversations/usage.py): say so; nothing reaches Letta."""
@@ -339,4 +376,5 @@ HANDLERS: dict[FrameKind, Handler] = {
     "resume": ConversationConsumer.on_resume,
     "stop": ConversationConsumer.on_stop,
     "retry": ConversationConsumer.on_retry,
+    "approval": ConversationConsumer.on_approval,
 }

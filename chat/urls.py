@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import approval_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -50,4 +50,6 @@ urlpatterns = [
     path("c/<str:letta_id>/memory/", views.conversation_memory, name="conversation_memory"),
     # Conversation info: Letta's view of the thread and its context window.
     path("c/<str:letta_id>/info/", views.conversation_info, name="conversation_info"),
+    # Tool approvals: the owner's answer to the agent's request (pages answer over the socket).
+    path("c/<str:letta_id>/approval/", approval_views.approval_answer, name="approval_answer"),
 ]

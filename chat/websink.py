@@ -55,7 +55,7 @@ def fragments_of(conversation: Conversation, event: Event) -> list[tuple[str, in
     for each group message of an event."""
     message = getattr(event, "message", None)
     pk = message.pk if message is not None and message.pk else 0
-    adds = isinstance(event, events.MessageAdded)
+    adds = isinstance(event, events.MessageAdded | events.ApprovalRequested)
     return [(html, pk, adds) for html in _html(conversation, event)]
 
 
@@ -83,6 +83,11 @@ def _html(conversation: Conversation, event: Event) -> list[str]:
                 fragments.message_replaced(message)
                 + fragments.memory_panel(conversation, blocks, error=error)
             ]
+        case events.ApprovalRequested(approval=approval):
+            return [fragments.message_appended(approval.message)]
+        case events.ApprovalAnswered(approval=approval):
+            # The card, answered (or pending again), in every tab: its buttons go.
+            return [fragments.message_replaced(approval.message)]
         case events.UsageReported(usage=usage):
             return [fragments.turn_usage(usage)]
         case events.ConversationActive(conversation=active, retitled=retitled):

@@ -9,13 +9,22 @@ reply ended.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from conversations import quotas, selectors, services, sinks
-from conversations.events import ConversationActive, MessageAdded, MessageChanged, TextGivenBack
-from conversations.models import Conversation, Message, Run
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from conversations import approvals, quotas, selectors, services, sinks
+from conversations.events import (
+    ApprovalAnswered,
+    ConversationActive,
+    MessageAdded,
+    MessageChanged,
+    TextGivenBack,
+)
+from conversations.models import Approval, Conversation, Message, Run
 from conversations.relay import (
     UNCONFIRMED,
     Finished,
@@ -24,11 +33,17 @@ from conversations.relay import (
     request_stop,
 )
 from conversations.relay import registry as relays
+from letta_gateway import LettaError, get_gateway
 from lettachat.aio import db
+
+logger = logging.getLogger(__name__)
 
 # Raised to the caller, who tells the person: the conversation is answering, or takes no more.
 ConversationBusy = services.ConversationBusy
 ConversationReadOnly = services.ConversationReadOnly
+# A message sent while the agent waits for an approval; an answer that is not taken.
+ApprovalPendingError = approvals.ApprovalPendingError
+ApprovalRefused = approvals.ApprovalRefused
 
 
 @dataclass(frozen=True)
@@ -49,14 +64,23 @@ async def message_send(
 
     ``sender``: the sending client's address (its text comes back there if the agent does not
     take it). ``also``: sinks of the caller's own, told this and the whole reply. Raises
-    ``ConversationBusy`` while a reply runs, ``ConversationReadOnly`` for a closed conversation.
+    ``ConversationBusy`` while a reply runs, ``ConversationReadOnly`` for a closed conversation,
+    ``ApprovalPendingError`` while the agent waits for an answer to an approval request.
     """
     untitled = not conversation.summary
     otid = otid or str(uuid.uuid4())  # one made by the client makes its resends recognisable
     channel = await relay_channel_new()
-    message, run = await db(services.message_send)(
-        conversation=conversation, text=text, otid=otid, relay_channel=channel
-    )
+    send = db(services.message_send)
+    try:
+        message, run = await send(
+            conversation=conversation, text=text, otid=otid, relay_channel=channel
+        )
+    except approvals.ApprovalPendingError as exc:
+        if not await _approval_gone(conversation=conversation, approval=exc.approval, also=also):
+            raise
+        message, run = await send(
+            conversation=conversation, text=text, otid=otid, relay_channel=channel
+        )
     if run is None:
         return Sent(message, started=False)  # sent before: already shown and answered
     await sinks.emit(conversation, MessageAdded(message), also=also)
@@ -99,6 +123,69 @@ async def message_retry(
     return True
 
 
+async def approval_answer(
+    *,
+    conversation: Conversation,
+    user: AbstractBaseUser | AnonymousUser,
+    approval_pk: int,
+    approve: bool,
+    reason: str = "",
+    sender: str = "",
+    also: tuple[sinks.Sink, ...] = (),
+    by_staff: bool = False,
+) -> Approval:
+    """The owner's answer to the pending approval request ``approval_pk``: every client sees it
+    answered, and the reply goes on (streamed like any reply: resume and Stop apply).
+
+    Exactly one answer reaches Letta, however often it is given (two tabs, a double click).
+    ``by_staff``: a staff member answers (denies) from the admin instead of the owner.
+    Raises ``ApprovalRefused`` (unknown request, someone else's, answered already: ``str()`` says
+    which), ``ConversationBusy``, ``ConversationReadOnly``, ``quotas.QuotaExceeded``.
+    """
+    channel = await relay_channel_new()
+    approval, run = await db(approvals.approval_answer)(
+        conversation=conversation,
+        user=user,
+        approval_pk=approval_pk,
+        approve=approve,
+        reason=reason,
+        relay_channel=channel,
+        by_staff=by_staff,
+    )
+    await sinks.emit(conversation, ApprovalAnswered(approval), also=also)
+    await sinks.emit(conversation, ConversationActive(conversation), also=also)
+    await _relay_start(
+        conversation=conversation,
+        run=run,
+        user_message=None,
+        approval=approval,
+        sender=sender,
+        channel=channel,
+        also=also,
+    )
+    return approval
+
+
+async def _approval_gone(
+    *, conversation: Conversation, approval: Approval, also: tuple[sinks.Sink, ...] = ()
+) -> bool:
+    """Whether a request pending here was answered elsewhere (Letta has moved on past it); if
+    so it is marked so, and every client is told. False when Letta cannot be asked."""
+    try:
+        later = await get_gateway().alist_messages(
+            conversation_id=conversation.letta_id, after=approval.message.letta_id, limit=5
+        )
+    except LettaError as exc:
+        logger.info("could not ask Letta about approval %s: %s", approval.pk, exc)
+        return False
+    if not [m for m in later if m.message_type != "system"]:
+        return False
+    if await db(approvals.approval_resolve)(approval=approval):
+        resolved = await db(approvals.approval_get)(pk=approval.pk)
+        await sinks.emit(conversation, ApprovalAnswered(resolved), also=also)
+    return True
+
+
 async def reply_stop(*, conversation: Conversation, retry: bool = False) -> Run | None:
     """Stop the running reply (then send its message again, with ``retry``); None if nothing
     runs. The stop is recorded with the run, so whichever relay follows it stops it, in whichever
@@ -120,7 +207,14 @@ async def reply_adopt(*, run: Run, heard_before: datetime) -> bool:
         return False
     if not await db(services.run_claim_abandoned)(run=run, heard_before=heard_before):
         return False
-    await _relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
+    approval = await db(_approval_answered_by)(run)
+    await _relay_start(
+        conversation=conversation,
+        run=run,
+        user_message=user_message,
+        resume=True,
+        approval=approval,
+    )
     return True
 
 
@@ -132,8 +226,20 @@ async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel
     if not claimed:
         return False
     user_message = await db(lambda: run.user_message)()
-    await _relay_start(conversation=conversation, run=run, user_message=user_message, resume=True)
+    approval = await db(_approval_answered_by)(run)
+    await _relay_start(
+        conversation=conversation,
+        run=run,
+        user_message=user_message,
+        resume=True,
+        approval=approval,
+    )
     return True
+
+
+def _approval_answered_by(run: Run) -> Approval | None:
+    """The approval whose answer ``run`` carries to Letta, if it carries one."""
+    return Approval.objects.select_related("message").filter(answer_run=run).first()
 
 
 async def _relay_start(
@@ -145,8 +251,15 @@ async def _relay_start(
     resume: bool = False,
     channel: str = "",
     also: tuple[sinks.Sink, ...] = (),
+    approval: Approval | None = None,
 ) -> ReplyRelay:
     async def after(finished: Finished) -> None:
+        # An answer that never reached Letta: the request waits for one again.
+        answer = finished.approval
+        if answer is not None and finished.outcome == "failed" and not finished.run_started:
+            reopened = await db(approvals.approval_reopen)(approval=answer)
+            if reopened is not None:
+                await sinks.emit(conversation, ApprovalAnswered(reopened), also=also)
         # Retry (after a stop): the same message again, as a new turn.
         if finished.retry_requested and finished.user_message is not None:
             try:
@@ -168,6 +281,7 @@ async def _relay_start(
         resume=resume,
         sinks=also,
         on_finished=after,
+        approval=approval,
     )
     await relay.open(channel)
     relay.start()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from conversations.models import Conversation, Message
+    from conversations.models import Approval, Conversation, Message
     from conversations.selectors import TurnUsage
     from letta_gateway import MemoryBlockInfo
 
@@ -102,6 +102,30 @@ class MemoryChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """The agent asks the person to approve tool calls before they run: a new request in the
+    thread (``approval.message``), pending, or one that was answered already (from history)."""
+
+    approval: Approval
+
+    @property
+    def message(self) -> Message:
+        return self.approval.message
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAnswered:
+    """A request shown already has a new state: approved or denied (with its reason), answered
+    in another client, or pending again (its answer never reached Letta)."""
+
+    approval: Approval
+
+    @property
+    def message(self) -> Message:
+        return self.approval.message
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReported:
     """The finished turn's tokens and an abnormal stop reason, for the line under it."""
 
@@ -155,6 +179,8 @@ ReplyEvent = (
     | MessageChanged
     | TextGivenBack
     | MemoryChanged
+    | ApprovalRequested
+    | ApprovalAnswered
     | UsageReported
     | ReplyFinished
     | Resync

@@ -80,7 +80,11 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
                 "type": message.message_type,
                 "content": message.content,
                 # A tool call's tool, a tool return's status ("success" / "error").
-                **({"tool": message.name} if message.message_type == "tool_call" else {}),
+                **(
+                    {"tool": message.name}
+                    if message.message_type in ("tool_call", "approval")
+                    else {}
+                ),
                 **({"status": message.name} if message.message_type == "tool_return" else {}),
                 "created_at": _iso(message.created_at),
                 "run_id": message.run_id or None,
@@ -160,6 +164,12 @@ def _markdown_of(message: Message, *, agent_name: str) -> list[str]:
         return [f"**Reasoning** · {when}", "", _quote(message.content)]
     if kind == Message.Type.TOOL_CALL:
         return [f"**Tool call: `{message.name}`** · {when}", "", _fence(message.content, "json")]
+    if kind == Message.Type.APPROVAL:
+        return [
+            f"**Asked for approval to use `{message.name}`** · {when}",
+            "",
+            _fence(message.content, "json"),
+        ]
     if kind == Message.Type.TOOL_RETURN:
         status = "error" if message.name == "error" else "success"
         out = [f"**Tool result ({status})** · {when}", "", _fence(message.content)]

@@ -157,6 +157,8 @@ class Message(models.Model):
         TOOL_RETURN = "tool_return", "Tool return"
         SYSTEM = "system", "System"
         ERROR = "error", "Error"
+        # The agent asks a person to approve tool calls before they run (its ``Approval``).
+        APPROVAL = "approval", "Approval request"
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -249,3 +251,68 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.letta_run_id or 'run'} ({self.status})"
+
+
+class Approval(models.Model):
+    """The agent asks the conversation's owner to approve tool calls before they run.
+
+    Letta stops the run (stop reason ``requires_approval``) and takes no other message in the
+    conversation until it has an answer for every tool call of the request. ``message`` is the
+    request in the thread (Letta's ``approval_request_message``); ``tool_calls`` are its calls
+    (``{"id", "name", "arguments"}``). At most one is pending per conversation. Answering is one
+    conditional update (pending → approved/denied) in the transaction that opens the run which
+    carries the answer to Letta, so a double click or two tabs send one answer.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for an answer"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        # Answered outside lettachat, or no longer asked (Letta moved on).
+        RESOLVED = "resolved", "No longer pending"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="approvals"
+    )
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="approval")
+    # The run that asked, and the run that carried the answer to Letta.
+    run = models.ForeignKey(
+        Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="approvals_asked"
+    )
+    answer_run = models.ForeignKey(
+        Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="approvals_answered"
+    )
+    tool_calls = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField(blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+    # The answer's offline threading id: a resend after a lost connection is recognised.
+    otid = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="pending"),
+                name="one_pending_approval_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_names} ({self.get_status_display()})"
+
+    @property
+    def pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+    @property
+    def tool_names(self) -> str:
+        return ", ".join(str(c.get("name") or "?") for c in self.tool_calls) or "a tool"

@@ -91,6 +91,7 @@ def message_list_after(
     newer = (
         Message.objects.filter(conversation=conversation, pk__gt=after_pk)
         .exclude(message_type=Message.Type.SYSTEM)
+        .select_related("approval")  # an approval request shows its state
         .order_by("-created_at", "-id")[:limit]
     )
     return list(reversed(newer))
@@ -241,7 +242,9 @@ def conversation_message_counts(*, conversations: Iterable[Conversation]) -> dic
 
 def _message_page(rows: QuerySet[Message], limit: int) -> MessagePage:
     found = list(
-        rows.exclude(message_type=Message.Type.SYSTEM).order_by("-created_at", "-id")[: limit + 1]
+        rows.exclude(message_type=Message.Type.SYSTEM)
+        .select_related("approval")  # an approval request shows its state
+        .order_by("-created_at", "-id")[: limit + 1]
     )
     older = found[limit - 1].pk if len(found) > limit else None
     return MessagePage(list(reversed(found[:limit])), older)

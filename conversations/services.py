@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import otids, personal_data, quotas
+from conversations import approvals, otids, personal_data, quotas
 from conversations.models import Agent, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -283,6 +283,8 @@ def message_send(
         # message, never a silent drop (it waits its turn like any other).
         otid = str(uuid.uuid4())
     _ensure_writable(conversation)
+    if (waiting := approvals.approval_pending(conversation=conversation)) is not None:
+        raise approvals.ApprovalPendingError(waiting)  # Letta takes nothing else until answered
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -320,6 +322,8 @@ def message_resend(
     the failed one; or, with ``keep_otid`` (its fate was unknown), the same otid, so that if
     Letta has it after all it re-attaches to that turn instead of starting a second one."""
     _ensure_writable(conversation)
+    if (waiting := approvals.approval_pending(conversation=conversation)) is not None:
+        raise approvals.ApprovalPendingError(waiting)
     with transaction.atomic():
         quotas.reply_start_check(conversation=conversation)
         try:
@@ -471,8 +475,8 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
     """
     added = []
     for info in infos:
-        if info.message_type == Message.Type.SYSTEM:
-            continue
+        if info.message_type in (Message.Type.SYSTEM, Message.Type.APPROVAL):
+            continue  # approval requests: conversations.approvals.approvals_from_letta
         if Message.objects.filter(
             conversation=conversation, letta_id=info.letta_id, message_type=info.message_type
         ).exists():

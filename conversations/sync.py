@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from conversations import approvals
 from conversations.models import Agent, Conversation, Message
 from letta_gateway import ConversationInfo, Gateway, MessageInfo
 
@@ -131,6 +132,8 @@ def conversation_resync(
             Conversation.objects.filter(pk=conversation.pk).update(**fields)
             for name, value in fields.items():
                 setattr(conversation, name, value)
+        # A request Letta still waits on (its last message) is shown and can be answered.
+        approvals.approvals_from_letta(conversation=conversation, infos=infos)
     return Resync(added=added, updated=updated, retitled=retitled)
 
 
@@ -218,6 +221,7 @@ def _mirror_new(
         Message.objects.bulk_create(
             [Message(conversation=conversation, **fields) for fields in messages], batch_size=1000
         )
+        approvals.approvals_from_letta(conversation=conversation, infos=infos)
     return conversation
 
 

@@ -20,10 +20,19 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnavailable
+from letta_gateway.errors import (
+    LettaApprovalPending,
+    LettaBusy,
+    LettaError,
+    LettaNotFound,
+    LettaUnavailable,
+)
 from letta_gateway.types import (
     AgentConfig,
     AgentInfo,
+    ApprovalAnswer,
+    ApprovalPending,
+    ApprovalRequest,
     CompactionInfo,
     ContentDelta,
     ConversationDetails,
@@ -39,6 +48,7 @@ from letta_gateway.types import (
     StreamError,
     StreamEvent,
     ToolCallDelta,
+    ToolCallRequest,
     ToolInfo,
     ToolReturn,
     Usage,
@@ -47,11 +57,15 @@ from letta_gateway.types import (
 __all__ = [
     "AgentConfig",
     "AgentInfo",
+    "ApprovalAnswer",
+    "ApprovalPending",
+    "ApprovalRequest",
     "CompactionInfo",
     "ContentDelta",
     "ConversationDetails",
     "ConversationInfo",
     "Gateway",
+    "LettaApprovalPending",
     "LettaBusy",
     "LettaError",
     "LettaNotFound",
@@ -66,6 +80,7 @@ __all__ = [
     "StreamError",
     "StreamEvent",
     "ToolCallDelta",
+    "ToolCallRequest",
     "ToolInfo",
     "ToolReturn",
     "Usage",

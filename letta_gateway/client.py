@@ -15,7 +15,7 @@ import logging
 import pkgutil
 import re
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,10 +24,19 @@ import letta_client
 from django.conf import settings
 from letta_client import AsyncLetta, Letta
 
-from letta_gateway.errors import LettaBusy, LettaError, LettaNotFound, LettaUnavailable
+from letta_gateway.errors import (
+    LettaApprovalPending,
+    LettaBusy,
+    LettaError,
+    LettaNotFound,
+    LettaUnavailable,
+)
 from letta_gateway.types import (
     AgentConfig,
     AgentInfo,
+    ApprovalAnswer,
+    ApprovalPending,
+    ApprovalRequest,
     CompactionInfo,
     ContentDelta,
     ConversationDetails,
@@ -42,6 +51,7 @@ from letta_gateway.types import (
     StreamError,
     StreamEvent,
     ToolCallDelta,
+    ToolCallRequest,
     ToolInfo,
     ToolReturn,
     Usage,
@@ -68,6 +78,15 @@ def _import_client_resources() -> None:
 _import_client_resources()
 
 
+APPROVAL_PENDING = "The agent is waiting for an answer to a tool call's approval request."
+
+
+def _waits_for_approval(text: str) -> bool:
+    """Letta's refusal of a message while a tool call waits for approval (0.16.8: a 409
+    ``PENDING_APPROVAL``, or inside a background run's stream an error saying so)."""
+    return "PENDING_APPROVAL" in text or "waiting for approval" in text
+
+
 def _error_from(exc: Exception) -> LettaError:
     if isinstance(exc, letta_client.APITimeoutError | httpx.TimeoutException):
         return LettaUnavailable("The Letta server did not answer in time.")
@@ -77,6 +96,8 @@ def _error_from(exc: Exception) -> LettaError:
         return LettaUnavailable("The Letta server cannot be reached.", reached=not refused)
     if isinstance(exc, letta_client.APIStatusError):
         status = exc.status_code
+        if status == 409 and _waits_for_approval(str(getattr(exc, "body", "") or exc)):
+            return LettaApprovalPending(APPROVAL_PENDING, status=status)
         if status == 409:
             found = re.search(r"run_id=(run-[0-9a-fA-F-]+)", str(getattr(exc, "body", "") or exc))
             return LettaBusy(
@@ -131,7 +152,20 @@ _STORED_TYPES: dict[str, MessageKind] = {
     "tool_call_message": "tool_call",
     "tool_return_message": "tool_return",
     "system_message": "system",
+    "approval_request_message": "approval",
 }
+
+
+def _tool_calls_of(m: Any) -> list[Any]:
+    """An approval request's tool calls: ``tool_calls`` (a list, or one delta while streaming),
+    else the single ``tool_call``."""
+    calls = getattr(m, "tool_calls", None)
+    if isinstance(calls, list) and calls:
+        return calls
+    if calls is not None and not isinstance(calls, list):
+        return [calls]
+    call = getattr(m, "tool_call", None)
+    return [call] if call is not None else []
 
 
 def _message_info(m: Any) -> MessageInfo | None:
@@ -146,6 +180,12 @@ def _message_info(m: Any) -> MessageInfo | None:
         content, name = call.arguments or "", call.name or ""
     elif kind == "tool_return":
         content, name = m.tool_return or "", m.status or ""
+    elif kind == "approval":
+        calls = tuple(
+            ToolCallRequest(c.tool_call_id or "", c.name or "", c.arguments or "")
+            for c in _tool_calls_of(m)
+        )
+        content, name = (calls[0].arguments, calls[0].name) if calls else ("", "")
     else:
         content = _text_of(m.content)
     return MessageInfo(
@@ -156,7 +196,27 @@ def _message_info(m: Any) -> MessageInfo | None:
         name=name,
         otid=m.otid or "",
         run_id=m.run_id or "",
+        tool_calls=calls if kind == "approval" else (),
     )
+
+
+def _stream_events(ev: Any) -> list[StreamEvent]:
+    """Our events for one SSE event: an approval request names one or more tool calls."""
+    if getattr(ev, "message_type", None) == "approval_request_message":
+        run_id = getattr(ev, "run_id", None) or ""
+        return [
+            ApprovalRequest(
+                ev.id,
+                c.tool_call_id or "",
+                c.name or "",
+                c.arguments or "",
+                run_id,
+                getattr(ev, "seq_id", None),
+            )
+            for c in _tool_calls_of(ev)
+        ]
+    event = _stream_event(ev)
+    return [event] if event is not None else []
 
 
 def _stream_event(ev: Any) -> StreamEvent | None:
@@ -178,6 +238,8 @@ def _stream_event(ev: Any) -> StreamEvent | None:
     if kind == "tool_return_message":
         return ToolReturn(ev.id, ev.tool_call_id, ev.status, ev.tool_return or "", run_id, seq_id)
     if kind == "error_message":
+        if _waits_for_approval(f"{ev.message} {ev.detail or ''}"):
+            return ApprovalPending(run_id)
         return StreamError(ev.error_type, ev.message, ev.detail or "", run_id)
     if kind == "stop_reason":
         return Stopped(str(ev.stop_reason))
@@ -192,11 +254,13 @@ def _stream_event(ev: Any) -> StreamEvent | None:
     return None
 
 
-def _in_stream_error(body: object) -> StreamError:
+def _in_stream_error(body: object) -> StreamError | ApprovalPending:
     data = body if isinstance(body, dict) else {}
     if isinstance(data.get("error"), dict):
         data = data["error"]
     message = str(data.get("message") or data.get("detail") or "The agent's run failed.")
+    if _waits_for_approval(f"{message} {data.get('detail') or ''}"):
+        return ApprovalPending(str(data.get("run_id") or ""))
     return StreamError(
         error_type=str(data.get("error_type") or data.get("type") or "error"),
         message=message,
@@ -375,15 +439,42 @@ class LettaGateway:
             )
             try:
                 for raw in stream:
-                    event = _stream_event(raw)
-                    if event is not None:
-                        yield event
+                    yield from _stream_events(raw)
             except letta_client.APIStatusError as exc:
                 if exc.status_code >= 400:
                     raise
                 yield _in_stream_error(exc.body)  # an `event: error` inside the stream
             finally:
                 stream.close()
+
+    async def astream_approval(
+        self, *, conversation_id: str, answers: Sequence[ApprovalAnswer], otid: str
+    ) -> AsyncIterator[StreamEvent]:
+        """Answer the tool calls waiting for approval (all of one request at once, as Letta
+        0.16.8 wants), and yield the rest of the reply as it streams, like ``astream_reply``.
+
+        Never retried: Letta takes a second answer as a new turn (a "keep-alive" message).
+        """
+        client = self._aclients()[1]
+        approvals: list[Any] = [
+            {
+                "type": "approval",
+                "tool_call_id": a.tool_call_id,
+                "approve": a.approve,
+                **({"reason": a.reason} if a.reason else {}),
+            }
+            for a in answers
+        ]
+        with _translated_errors():
+            stream = await client.conversations.messages.create(
+                conversation_id,
+                messages=[{"type": "approval", "approvals": approvals, "otid": otid}],
+                stream_tokens=True,
+                background=True,
+                include_pings=True,
+            )
+            async for event in self._events(stream):
+                yield event
 
     async def astream_resume(
         self,
@@ -451,12 +542,11 @@ class LettaGateway:
         started = False
         try:
             async for raw in stream:
-                event = _stream_event(raw)
-                if isinstance(event, RunStarted):
-                    if started:
-                        event = Ping(event.seq_id)
-                    started = True
-                if event is not None:
+                for event in _stream_events(raw):
+                    if isinstance(event, RunStarted):
+                        if started:
+                            event = Ping(event.seq_id)
+                        started = True
                     yield event
         except letta_client.APIStatusError as exc:
             if exc.status_code >= 400:
@@ -667,6 +757,14 @@ class LettaGateway:
                 **options,
             )
         return self._agent_info(agent)
+
+    def set_tool_approval(self, *, agent_id: str, tool_name: str, required: bool) -> None:
+        """Make the agent's tool wait for a person's approval before it runs (or not): Letta
+        keeps it as a ``requires_approval`` tool rule."""
+        with _translated_errors():
+            self._send_client.agents.tools.update_approval(
+                tool_name, agent_id=agent_id, body_requires_approval=required
+            )
 
     def reapply_agent_config(self, *, agent_id: str, template: AgentConfig) -> None:
         """Give an agent ``template``'s system prompt, tools and tool rules; memory untouched."""

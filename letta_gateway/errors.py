@@ -33,3 +33,8 @@ class LettaBusy(LettaError):
     def __init__(self, message: str, *, status: int | None = 409, run_id: str = "") -> None:
         super().__init__(message, status=status)
         self.run_id = run_id
+
+
+class LettaApprovalPending(LettaError):
+    """The conversation waits for a person's answer to a tool call's approval request: Letta takes
+    no other message until it has one (HTTP 409 ``PENDING_APPROVAL``)."""

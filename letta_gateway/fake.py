@@ -15,10 +15,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from letta_gateway import (
     AgentConfig,
     AgentInfo,
+    ApprovalAnswer,
     CompactionInfo,
     ContentDelta,
     ConversationDetails,
@@ -119,6 +121,10 @@ class ScriptedGateway:
     deleted_agents: list[str] = field(default_factory=list)
     identities: dict[str, str] = field(default_factory=dict)
     standalone_blocks: dict[str, MemoryBlockInfo] = field(default_factory=dict)
+    # Tool approvals: the answers sent (each a list of answers), and which tools of each agent
+    # wait for approval (set through ``set_tool_approval``).
+    approvals_sent: list[dict[str, object]] = field(default_factory=list)
+    approval_tools: dict[str, set[str]] = field(default_factory=dict)
 
     # scripting --------------------------------------------------------------------------------
     def enqueue(
@@ -250,8 +256,42 @@ class ScriptedGateway:
             for message_id, text in replies.items()
         )
 
-    def _stored(self, kind: MessageKind, content: str, **extra: str) -> MessageInfo:
+    def _stored(self, kind: MessageKind, content: str, **extra: Any) -> MessageInfo:
         return MessageInfo(f"message-{next(self._ids)}", kind, content, datetime.now(UTC), **extra)
+
+    async def astream_approval(
+        self, *, conversation_id: str, answers: Sequence[ApprovalAnswer], otid: str
+    ) -> AsyncIterator[StreamEvent]:
+        """The next script, as the continuation of a reply after its tool calls were answered."""
+        if self.down:
+            raise self.down
+        script = self.scripts.popleft()
+        if isinstance(script.events, LettaError):
+            raise script.events
+        self.approvals_sent.append(
+            {"conversation_id": conversation_id, "answers": list(answers), "otid": otid}
+        )
+        async for event in self._play(script):
+            yield event
+
+    def set_tool_approval(self, *, agent_id: str, tool_name: str, required: bool) -> None:
+        if self.down:
+            raise self.down
+        tools = self.approval_tools.setdefault(agent_id, set())
+        if required:
+            tools.add(tool_name)
+        else:
+            tools.discard(tool_name)
+        if agent_id in self.configs:
+            config = self.configs[agent_id]
+            rules = tuple(
+                r
+                for r in config.tool_rules
+                if not (r.get("type") == "requires_approval" and r.get("tool_name") == tool_name)
+            )
+            if required:
+                rules += ({"type": "requires_approval", "tool_name": tool_name},)
+            self.configs[agent_id] = replace(config, tool_rules=rules)
 
     def enqueue_resume(
         self,
@@ -479,7 +519,10 @@ class ScriptedGateway:
             agent_type="letta_v1_agent",
             system="You are a test agent.",
             tools=(ToolInfo("tool-search", "conversation_search"),),
-            tool_rules=(),
+            tool_rules=tuple(
+                {"type": "requires_approval", "tool_name": name}
+                for name in sorted(self.approval_tools.get(agent_id, ()))
+            ),
             blocks=tuple(self.list_blocks(agent_id=agent_id)),
         )
 

@@ -6,7 +6,7 @@ Letta only through these types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -59,6 +59,16 @@ class AgentConfig:
     tags: tuple[str, ...] = ()
     context_window: int | None = None
 
+    @property
+    def approval_tools(self) -> frozenset[str]:
+        """The tools that wait for a person's approval before they run (Letta's
+        ``requires_approval`` tool rules)."""
+        return frozenset(
+            str(rule.get("tool_name") or "")
+            for rule in self.tool_rules
+            if rule.get("type") == "requires_approval"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationInfo:
@@ -93,13 +103,36 @@ class CompactionInfo:
 
 
 MessageKind = Literal[
-    "user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error"
+    "user", "assistant", "reasoning", "tool_call", "tool_return", "system", "error", "approval"
 ]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A tool call the agent asks a person to approve: its id, the tool, its arguments (JSON)."""
+
+    tool_call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAnswer:
+    """A person's answer to one tool call waiting for approval (``reason``: optional, sent to
+    the agent with a denial or an approval)."""
+
+    tool_call_id: str
+    approve: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
-    """A whole message as Letta stores it."""
+    """A whole message as Letta stores it.
+
+    An ``approval`` message is Letta's ``approval_request_message``: the tool calls waiting for
+    a person's answer are ``tool_calls`` (``name``/``content``: the first one's tool and
+    arguments)."""
 
     letta_id: str
     message_type: MessageKind
@@ -108,6 +141,7 @@ class MessageInfo:
     name: str = ""
     otid: str = ""
     run_id: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +204,29 @@ class ToolReturn:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A piece of a tool call the agent asks a person to approve before it runs (Letta's
+    ``approval_request_message``; the run then stops with ``requires_approval``). Streamed in
+    pieces like a tool call: pieces of one share ``message_id`` and ``tool_call_id``; the first
+    names the tool, the arguments are the pieces' concatenation."""
+
+    message_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+    run_id: str = ""
+    seq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPending:
+    """The message was refused: the conversation waits for an answer to a tool call's approval
+    request (made in this reply before, or in another client). Nothing of the message was kept."""
+
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamError:
     """Letta reported an error inside the stream (the run failed)."""
 
@@ -196,7 +253,16 @@ class Usage:
 
 
 StreamEvent = (
-    RunStarted | Ping | ContentDelta | ToolCallDelta | ToolReturn | StreamError | Stopped | Usage
+    RunStarted
+    | Ping
+    | ContentDelta
+    | ToolCallDelta
+    | ToolReturn
+    | ApprovalRequest
+    | ApprovalPending
+    | StreamError
+    | Stopped
+    | Usage
 )
 
 
@@ -230,6 +296,10 @@ class Gateway(Protocol):
         after_seq: int | None = None,
         otid: str = "",
     ) -> AsyncIterator[StreamEvent]: ...
+    def astream_approval(
+        self, *, conversation_id: str, answers: Sequence[ApprovalAnswer], otid: str
+    ) -> AsyncIterator[StreamEvent]: ...
+    def set_tool_approval(self, *, agent_id: str, tool_name: str, required: bool) -> None: ...
     async def arun_state(self, *, run_id: str) -> RunState | None: ...
 
     async def arun_conversation(self, *, run_id: str) -> str | None:

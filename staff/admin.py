@@ -7,6 +7,7 @@ here registers them with the admin.
 
 from staff import (  # noqa: F401
     admin_people,  # agents (sharing modes, memory blocks) and people (their data)
+    approval_admin,  # agents' requests to use a tool: pending ones, denied by staff
     audit_admin,  # the audit log
     conversation_admin,  # conversations and their transcripts
     run_admin,  # runs

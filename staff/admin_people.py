@@ -62,16 +62,45 @@ class AgentForm(forms.ModelForm[Agent]):
         ),
     )
 
+    approval_tools = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Tools that need approval",
+        help_text=(
+            "The agent asks the person in the conversation before it runs these tools (they "
+            "see the tool and its arguments, and approve or deny). Saved on Letta as the "
+            "agent's tool rules; a template's personal copies get them when made, earlier "
+            "copies with “Re-apply”."
+        ),
+    )
+
     class Meta:
         model = Agent
         fields = ["visible_to_users", "sharing", "common_labels"]
 
-    def __init__(self, *args: Any, labels: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        labels: list[str] | None = None,
+        tools: list[str] | None = None,
+        approval: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         known = list(dict.fromkeys([*(labels or []), *(self.instance.common_labels or [])]))
         field = self.fields["common_labels"]
         assert isinstance(field, forms.MultipleChoiceField)
         field.choices = [(label, label) for label in known]
+        if "approval_tools" in self.fields:
+            tool_field = self.fields["approval_tools"]
+            assert isinstance(tool_field, forms.MultipleChoiceField)
+            names = sorted({*(tools or []), *approval})
+            tool_field.choices = [(name, name) for name in names]
+            tool_field.initial = sorted(approval)
+            self.approval_before = approval
+
+    def clean_approval_tools(self) -> list[str]:
+        return list(self.cleaned_data.get("approval_tools") or [])
 
     def clean_common_labels(self) -> list[str]:
         return list(self.cleaned_data.get("common_labels") or [])
@@ -103,18 +132,25 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         shown = ["letta_id", "name", "description", "model", "synced_at"]
         if obj is not None and obj.is_copy:
             return [*shown, "template", "owner", "identity_id"]
-        return [*shown, "visible_to_users", "sharing", "common_labels"]
+        fields = [*shown, "visible_to_users", "sharing", "common_labels"]
+        config = self._letta_config(request, obj) if obj is not None else None
+        return [*fields, "approval_tools"] if isinstance(config, AgentConfig) else fields
 
     def get_form(
         self, request: HttpRequest, obj: Agent | None = None, change: bool = False, **kwargs: Any
     ) -> type[forms.ModelForm[Agent]]:
         form = super().get_form(request, obj, change, **kwargs)
         config = self._letta_config(request, obj) if obj is not None else None
+        known = isinstance(config, AgentConfig)
         labels = [b.label for b in config.blocks] if isinstance(config, AgentConfig) else []
+        tools = [t.name for t in config.tools] if isinstance(config, AgentConfig) else []
+        approval = config.approval_tools if isinstance(config, AgentConfig) else frozenset()
 
         class WithLabels(form):  # type: ignore[valid-type,misc]
             def __init__(self, *args: Any, **kw: Any) -> None:
-                super().__init__(*args, labels=labels, **kw)
+                super().__init__(*args, labels=labels, tools=tools, approval=approval, **kw)
+                if not known:
+                    self.fields.pop("approval_tools", None)  # Letta could not say which
 
         return WithLabels
 
@@ -225,11 +261,12 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     def save_model(self, request: HttpRequest, obj: Agent, form: Any, change: bool) -> None:
         before = Agent.objects.filter(pk=obj.pk).values_list("sharing", flat=True).first()
         super().save_model(request, obj, form, change)
+        approval = self._save_approval_tools(request, obj, form)
         audit_record(
             request=request,
             action=AuditEvent.Action.AGENT_EDIT,
             target=obj,
-            detail={"changed": form.changed_data, "sharing": obj.sharing},
+            detail={"changed": form.changed_data, "sharing": obj.sharing, **approval},
         )
         if before == obj.sharing:
             return
@@ -252,6 +289,43 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
                 "to their owners.",
                 messages.WARNING,
             )
+
+    def _save_approval_tools(self, request: HttpRequest, obj: Agent, form: Any) -> dict[str, Any]:
+        """Apply a change of the tools that need approval on Letta; what changed, for the audit
+        log (attempts Letta refused included)."""
+        if "approval_tools" not in getattr(form, "cleaned_data", {}):
+            return {}
+        wanted = set(form.cleaned_data["approval_tools"])
+        before = set(getattr(form, "approval_before", frozenset()))
+        changes = {name: True for name in wanted - before} | {
+            name: False for name in before - wanted
+        }
+        if not changes:
+            return {}
+        done: dict[str, bool] = {}
+        for name, required in sorted(changes.items()):
+            try:
+                get_gateway().set_tool_approval(
+                    agent_id=obj.letta_id, tool_name=name, required=required
+                )
+            except LettaError as exc:
+                self.message_user(
+                    request, f"Letta refused to change approval for {name}: {exc}", messages.ERROR
+                )
+                continue
+            done[name] = required
+        if done:
+            needs = sorted(n for n, r in done.items() if r)
+            self.message_user(
+                request,
+                "Approval saved on Letta: "
+                + (f"{', '.join(needs)} now wait(s) for the person's approval" if needs else "")
+                + ("; " if needs and len(done) > len(needs) else "")
+                + ", ".join(f"{n} no longer does" for n, r in sorted(done.items()) if not r)
+                + ".",
+                messages.SUCCESS,
+            )
+        return {"approval_tools": done, "approval_refused": sorted(set(changes) - set(done))}
 
     # Actions --------------------------------------------------------------------------------
 

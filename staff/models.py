@@ -47,6 +47,7 @@ class AuditEvent(models.Model):
         MEMORY_VIEW = "memory.view", "Viewed the memory of a person's own agent"
         USER_EXPORT = "user.export", "Exported a person's data"
         USER_ERASE = "user.erase", "Erased a person's data"
+        APPROVAL_DENY = "approval.deny", "Denied an agent's request to use a tool"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

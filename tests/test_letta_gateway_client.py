@@ -8,17 +8,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from letta_gateway import LettaBusy, LettaError
+from letta_gateway import ApprovalAnswer, LettaApprovalPending, LettaBusy, LettaError
 from letta_gateway.client import LettaGateway
 
 
 class _Failing(BaseHTTPRequestHandler):
     status = 503
+    body = b'{"detail": "nope"}'
     seen: list[tuple[str, str, str]]
 
     def _answer(self) -> None:
         self.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
-        body = b'{"detail": "nope"}'
+        body = self.body
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -99,3 +100,26 @@ def test_the_sdks_resources_are_imported_with_the_gateway():
     names = [m.name for m in pkgutil.walk_packages(resources.__path__, f"{resources.__name__}.")]
     assert names
     assert [name for name in names if name not in sys.modules] == []
+
+
+async def test_an_approval_answer_is_never_retried(failing_server):
+    url, seen, _ = failing_server
+    gateway = LettaGateway(base_url=url, api_key="")
+    with pytest.raises(LettaError, match="failed"):
+        async for _ in gateway.astream_approval(
+            conversation_id="conv-1",
+            answers=[ApprovalAnswer("call-1", approve=False, reason="no")],
+            otid="o-1",
+        ):
+            pass
+    assert [(method, path) for method, path, _ in seen] == [
+        ("POST", "/v1/conversations/conv-1/messages")
+    ]
+
+
+def test_a_conflict_for_a_pending_approval_is_told_apart(failing_server):
+    url, _, handler = failing_server
+    handler.status = 409
+    handler.body = b'{"detail": {"code": "PENDING_APPROVAL", "pending_request_id": "message-1"}}'
+    with pytest.raises(LettaApprovalPending):
+        LettaGateway(base_url=url, api_key="").create_conversation(agent_id="agent-1")

@@ -42,7 +42,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, path, reverse
 
 from chat.routing import websocket_urlpatterns
-from conversations.models import Agent, Conversation, Message, Run
+from conversations.models import Agent, Approval, Conversation, Message, Run
 from letta_gateway import ConversationInfo
 from letta_gateway.fake import ScriptedGateway
 from staff.models import AuditEvent, UsageReport
@@ -148,6 +148,12 @@ CASES: dict[str, Case] = {
     "conversation_rewind_controls": Case("conversation", SAFE),
     "conversation_memory": Case("conversation", SAFE),
     "conversation_info": Case("conversation", SAFE),
+    # Tool approvals: a forged or someone else's request id is refused (tests/test_approvals.py).
+    "approval_answer": Case(
+        "conversation",
+        POST,
+        params=lambda w, _: {"approval": 1, "decision": "deny", "reason": "no"},
+    ),
     "conversation_download_markdown": Case("conversation", SAFE),
     "conversation_download_json": Case("conversation", SAFE),
     # The person's data as a whole (tests/test_personal_data.py checks what an export holds).
@@ -694,6 +700,18 @@ def admin_objects(world) -> dict[type, Any]:
             total_tokens=42,
         ),
     }  # fmt: skip
+    asked = Message.objects.create(
+        conversation=world.bobs,
+        message_type="approval",
+        letta_id="m-ask-bob",
+        name="conversation_search",
+        content=f'{{"query": "{SECRET}"}}',
+        created_at=T0,
+    )
+    objects[Approval] = Approval.objects.create(
+        conversation=world.bobs, message=asked,
+        tool_calls=[{"id": "call-1", "name": "conversation_search", "arguments": SECRET}],
+    )  # fmt: skip
     objects[UsageReport] = UsageReport.objects.get(pk=objects[Run].pk)
     for model in admin.site._registry:
         assert model in objects, f"add an object of {model.__name__} to admin_objects"

@@ -4,6 +4,7 @@ from django import template
 from django.utils.safestring import SafeString
 
 from chat.rendering import render_markdown
+from conversations import approvals
 from conversations.context import compaction_summary as _compaction_summary
 
 register = template.Library()
@@ -29,3 +30,10 @@ def lockout_minutes(duration: timedelta) -> str:
 def compaction_summary(content: str) -> str | None:
     """The summary in a message where Letta compacted the history; None for other messages."""
     return _compaction_summary(content)
+
+
+@register.filter
+def tool_arguments(arguments: str) -> str:
+    """A tool call's arguments, readable: JSON indented, anything else as it came (escaped by
+    the template like any text)."""
+    return approvals.arguments_shown(arguments)

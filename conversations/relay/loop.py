@@ -41,8 +41,9 @@ from typing import Any, Literal
 from channels.exceptions import ChannelFull
 from django.conf import settings
 
-from conversations import memory, otids, selectors, services, sinks
+from conversations import approvals, memory, otids, selectors, services, sinks
 from conversations.events import (
+    ApprovalRequested,
     Draft,
     DraftKind,
     DraftStarted,
@@ -60,9 +61,11 @@ from conversations.events import (
     TextGivenBack,
     UsageReported,
 )
-from conversations.models import Conversation, Message, Run
+from conversations.models import Approval, Conversation, Message, Run
 from conversations.relay import control, registry
 from letta_gateway import (
+    ApprovalPending,
+    ApprovalRequest,
     ContentDelta,
     LettaBusy,
     LettaError,
@@ -74,6 +77,7 @@ from letta_gateway import (
     StreamError,
     StreamEvent,
     ToolCallDelta,
+    ToolCallRequest,
     ToolReturn,
     Usage,
     get_gateway,
@@ -139,14 +143,35 @@ class _Draft:
         return Draft(self.stream_id, self.kind, self.text, self.name)
 
 
+@dataclass
+class _Asked:
+    """An approval request while it streams: its tool calls' names and argument pieces."""
+
+    run_id: str
+    calls: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+
+    def add(self, event: ApprovalRequest) -> None:
+        name, parts = self.calls.setdefault(event.tool_call_id, (event.name, []))
+        if event.name and not name:
+            self.calls[event.tool_call_id] = (event.name, parts)
+        parts.append(event.arguments)
+
+    def tool_calls(self) -> list[ToolCallRequest]:
+        return [ToolCallRequest(i, n, "".join(p)) for i, (n, p) in self.calls.items()]
+
+
 @dataclass(frozen=True)
 class Finished:
-    """How a reply ended, for whoever started it: what follows (a retry) is theirs to decide."""
+    """How a reply ended, for whoever started it: what follows (a retry) is theirs to decide.
+
+    ``run_started``: Letta got what was sent (false: a send that never reached it)."""
 
     outcome: Outcome
     retry_requested: bool
     user_message: Message | None
     sender: str
+    run_started: bool = True
+    approval: Approval | None = None
 
 
 @dataclass(frozen=True)
@@ -168,12 +193,18 @@ class ReplyRelay:
         resume: bool = False,
         sinks: tuple[sinks.Sink, ...] = (),
         on_finished: Callable[[Finished], Awaitable[None]] | None = None,
+        approval: Approval | None = None,
     ) -> None:
         self.conversation = conversation
         self.pk = conversation.pk
         self.run = run
         self.user_message = user_message
+        # What this reply sends: the person's message, or their answer to an approval request.
+        self.approval = approval
         self.sent_otid = user_message.otid if user_message is not None else ""
+        if approval is not None:
+            self.sent_otid = approval.otid
+        self.asked: dict[str, _Asked] = {}  # approval requests streamed, by Letta message id
         self.sender = sender  # the client that sent the message: its text goes back there
         self.resume = resume
         self.sinks = sinks
@@ -199,6 +230,10 @@ class ReplyRelay:
         self.lost = ""  # why the run is over although Letta's stream does not say so
         self.stored_any = False  # a message of the reply is stored
         self.by_otid = False  # following the run our message started, found by its otid
+        if resume and approval is not None and not run.letta_run_id:
+            # An answer whose run was never named: ask Letta for it by its otid rather than
+            # send it again (a second answer would be a second turn in Letta).
+            self.by_otid = True
         # Stop was pressed before this relay started (a relay taking a stopped run over).
         self.stop_requested = run.stop_requested_at is not None
         self.task: asyncio.Task[None] | None = None
@@ -478,13 +513,19 @@ class ReplyRelay:
                 run_id=self.run.letta_run_id,
                 after_seq=self.read_seq,
             )
-        assert self.user_message is not None
         if self.by_otid:
             return self.gateway.astream_resume(
                 conversation_id=conversation_id,
-                otid=self.user_message.otid,
+                otid=self.sent_otid,
                 after_seq=self.read_seq,
             )
+        if self.approval is not None:
+            return self.gateway.astream_approval(
+                conversation_id=conversation_id,
+                answers=approvals.approval_answers(self.approval),
+                otid=self.approval.otid,
+            )
+        assert self.user_message is not None
         return self.gateway.astream_reply(
             conversation_id=conversation_id,
             text=self.user_message.content,
@@ -529,6 +570,13 @@ class ReplyRelay:
                 conversation=self.conversation, message=message
             ):
                 await self._emit(changed)  # a memory edit: what changed, the blocks now
+        elif isinstance(event, ApprovalRequest):
+            await self._finish_draft()
+            self.asked.setdefault(event.message_id, _Asked(event.run_id)).add(event)
+        elif isinstance(event, ApprovalPending):
+            # Letta waits for an answer to a request (made in another client): the message was
+            # refused and not kept. The request is read from Letta's copy (_reconcile).
+            self.failure = approvals.ANSWER_FIRST
         elif isinstance(event, StreamError):
             self.failure = event.message or event.error_type
         elif isinstance(event, Stopped):
@@ -673,9 +721,15 @@ class ReplyRelay:
             return await self._finish_stopped()
         failure = self.failure or self.lost
         stop_note = self.stop_note
+        waiting = self.run.stop_reason == "requires_approval"
+        if waiting and self.asked:
+            stop_note = ""  # the request itself says so
         await self._finish_draft(error=failure or stop_note)
+        asking = await self._record_asked(pending=waiting and not failure)
         if self.run_started:
-            await self._reconcile()
+            asking = await self._reconcile() or asking
+        if waiting and asking:
+            stop_note = ""
         user_message = self.user_message
         if failure and user_message is not None:
             kept = await db(_kept_by_letta)(user_message)
@@ -715,7 +769,14 @@ class ReplyRelay:
             await self._emit(UsageReported(usage))
         await db(services.run_finish)(run=self.run, status=status, error=error)
         await self._emit(ReplyFinished(outcome))
-        return Finished(outcome, self.retry_requested, self.user_message, self.sender)
+        return Finished(
+            outcome,
+            self.retry_requested,
+            self.user_message,
+            self.sender,
+            run_started=self.run_started,
+            approval=self.approval,
+        )
 
     async def _settle(self) -> None:
         """After a stop: cancel on Letta until it confirms, wait for the run's stream to end, and
@@ -771,8 +832,26 @@ class ReplyRelay:
         note = await db(services.message_record_error)(conversation=self.conversation, text=text)
         await self._emit(MessageAdded(note))
 
-    async def _reconcile(self) -> None:
-        """Let Letta's stored copy settle the mirror: our message's id, anything not streamed."""
+    async def _record_asked(self, *, pending: bool) -> bool:
+        """Mirror the approval requests that streamed; True if one now waits for an answer."""
+        asking = False
+        for letta_id, asked in self.asked.items():
+            approval, new = await db(approvals.approval_record)(
+                conversation=self.conversation,
+                letta_id=letta_id,
+                tool_calls=asked.tool_calls(),
+                run=self.run,
+                run_id=asked.run_id,
+                pending=pending,
+            )
+            asking = asking or approval.pending
+            if new:
+                await self._emit(ApprovalRequested(approval))
+        return asking
+
+    async def _reconcile(self) -> bool:
+        """Let Letta's stored copy settle the mirror: our message's id, anything not streamed.
+        True if an approval request new here now waits for an answer."""
         try:
             infos = await self.gateway.alist_messages(
                 conversation_id=self.conversation.letta_id, after=self.cursor
@@ -781,10 +860,16 @@ class ReplyRelay:
             logger.warning(
                 "could not re-read %s after a reply: %s", self.conversation.letta_id, exc
             )
-            return
+            return False
         added = await db(services.message_reconcile)(conversation=self.conversation, infos=infos)
         for message in added:
             await self._emit(MessageAdded(message))
+        made = await db(approvals.approvals_from_letta)(
+            conversation=self.conversation, infos=infos, run=self.run
+        )
+        for approval in made:
+            await self._emit(ApprovalRequested(approval))
+        return any(approval.pending for approval in made)
 
 
 def _piece_text(delta: ContentDelta | ToolCallDelta) -> str:
