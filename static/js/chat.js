@@ -4,12 +4,20 @@
 
   function messages() { return document.getElementById("messages"); }
 
+  // What scrolls the thread: the message list, or the whole page on short narrow screens
+  // (zoomed in), where the list grows and the page scrolls as one.
+  function scroller() {
+    var el = messages();
+    if (el && getComputedStyle(el).overflowY !== "visible") return el;
+    return document.scrollingElement || document.documentElement;
+  }
+
   function nearBottom(el) {
     return el.scrollHeight - el.scrollTop - el.clientHeight < 80;
   }
 
   function scrollToEnd() {
-    var el = messages();
+    var el = scroller();
     if (el) el.scrollTop = el.scrollHeight;
   }
 
@@ -25,8 +33,9 @@
 
   // Keep the newest message in view while it streams, unless the reader scrolled up.
   var stick = true;
-  document.addEventListener("scroll", function (event) {
-    if (event.target === messages()) stick = nearBottom(event.target);
+  document.addEventListener("scroll", function () {
+    var el = scroller();
+    stick = nearBottom(el);
   }, true);
   document.addEventListener("htmx:wsAfterMessage", function () { if (stick) scrollToEnd(); });
   document.addEventListener("htmx:afterSettle", function (event) {

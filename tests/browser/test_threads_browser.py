@@ -215,18 +215,19 @@ def test_deleting_asks_first_then_removes_the_thread_here_and_in_letta(
 ):
     log_in(page, live_server_url)
     page.goto(f"{live_server_url}/c/{letta_conversation.letta_id}/")
-    asked = []
-
-    def answer(dialog):
-        asked.append(dialog.message)
-        dialog.dismiss() if len(asked) == 1 else dialog.accept()
-
-    page.on("dialog", answer)
-    page.click("#delete")  # dismissed: nothing happens
-    assert asked == ["Delete “Greetings”? It is deleted in Letta too, and cannot be undone."]
+    page.click("#delete")  # cancelled: nothing happens
+    dialog = page.locator("#delete-dialog")
+    assert dialog.is_visible()
+    assert page.inner_text("#delete-dialog-title") == "Delete “Greetings”?"
+    assert page.inner_text("#delete-dialog-text") == (
+        "It is deleted in Letta too, and cannot be undone."
+    )
+    page.click("#delete-cancel")
+    assert not dialog.is_visible()
     assert Conversation.objects.filter(pk=letta_conversation.pk).exists()
 
     page.click("#delete")
+    page.click("#delete-confirm")
     page.wait_for_url(f"**/a/{letta_conversation.agent.letta_id}/")
     page.wait_for_selector(f"#conv-{letta_conversation.letta_id}", state="detached")
     assert not Conversation.objects.filter(pk=letta_conversation.pk).exists()

@@ -1,0 +1,271 @@
+// lettachat: the page as people use it every day. Where focus goes after each action, Escape,
+// the delete confirmation. No inline scripts anywhere (CSP).
+(function () {
+  "use strict";
+
+  function byId(id) { return document.getElementById(id); }
+
+  function visible(el) {
+    return !!el && el.isConnected && !el.disabled && el.getClientRects().length > 0;
+  }
+
+  function focusEl(el, select) {
+    if (!el) return false;
+    el.focus({ preventScroll: el.id !== "composer-input" });
+    if (select && typeof el.select === "function") el.select();
+    else if (el.id === "composer-input" && el.setSelectionRange) {
+      el.setSelectionRange(el.value.length, el.value.length);
+    }
+    return document.activeElement === el;
+  }
+
+  function composerBox() {
+    var box = byId("composer-input");
+    return box && !box.disabled ? box : null;
+  }
+
+  function focusLost() {
+    var active = document.activeElement;
+    return !active || active === document.body || !active.isConnected;
+  }
+
+  // --- Focus: after every swap it lands where the person's next action is -------------------------
+  // htmx replaces the element that had the focus (the message box is swapped for a fresh one when
+  // the server has stored the message; Stop leaves with the reply status; a switch replaces the
+  // thread), and the browser then drops focus to <body>. The next action decides where it goes.
+
+  var lastFocused = null;
+  var lastFocusId = "";
+  document.addEventListener("focusin", function (event) {
+    var target = event.target;
+    lastFocused = target instanceof Element ? target : null;
+    lastFocusId = target && target.id ? target.id : "";
+  });
+
+  var next = null;  // what the action in flight wants focused when its swap settles
+  function want(kind, detail) { next = { kind: kind, detail: detail || "" }; }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) return;
+    if (form.id === "composer") want("composer");
+    else if (form.closest(".thread-rename")) want("renamed", form.getAttribute("data-conversation"));
+    else if (form.closest("#delete-dialog")) want("list");
+    else if (form.querySelector("#new-conversation")) want("composer");
+    else if (form.querySelector("#stop, #retry-stalled")) want("composer");
+  }, true);
+  document.addEventListener("click", function (event) {
+    var link = event.target instanceof Element ? event.target.closest("a[hx-get]") : null;
+    if (link && link.closest("#sidebar")) want("composer");
+  }, true);
+
+  function renamedItem(letta) {
+    var link = letta ? document.querySelector("#conv-" + CSS.escape(letta) + " > a") : null;
+    if (visible(link)) return link;
+    var title = byId("thread-title");
+    if (title) title.setAttribute("tabindex", "-1");
+    return title;
+  }
+
+  function listTarget() {
+    var first = document.querySelector("#sidebar .conversation-list > li > a");
+    if (visible(first)) return first;
+    var create = byId("new-conversation");
+    if (visible(create)) return create;
+    var opener = byId("open-sidebar");
+    if (visible(opener)) return opener;
+    var list = document.querySelector("#sidebar .conversation-list");
+    if (list) list.setAttribute("tabindex", "-1");
+    return list;
+  }
+
+  function settle() {
+    var wanted = next;
+    if (wanted && wanted.kind === "renamed" && byId("rename-error")) {
+      focusEl(byId("rename-input"), false);  // the title was refused: back to fixing it
+      next = null;
+      return;
+    }
+    if (wanted && wanted.kind === "renamed") {
+      next = null;
+      focusEl(renamedItem(wanted.detail), false);
+      return;
+    }
+    if (wanted && wanted.kind === "list") {
+      next = null;
+      focusEl(listTarget(), false);
+      return;
+    }
+    if (wanted && wanted.kind === "composer") {
+      var box = composerBox();
+      if (box) {
+        next = null;
+        focusEl(box, false);
+        return;
+      }
+    }
+    // Nothing asked for: act only if the focused element was swapped away (a click on the page's
+    // text, a selection, stays as it is). The same control if it came back, else the message box.
+    if (!focusLost() || !lastFocused || lastFocused.isConnected) return;
+    var again = lastFocusId ? byId(lastFocusId) : null;
+    if (visible(again) && focusEl(again, false)) return;
+    var fallback = composerBox();
+    if (fallback && focusEl(fallback, false)) return;
+    var thread = byId("thread");
+    if (thread && lastFocusId) {
+      thread.setAttribute("tabindex", "-1");
+      focusEl(thread, false);
+    }
+  }
+
+  document.addEventListener("htmx:afterSettle", settle);
+  document.addEventListener("htmx:oobAfterSwap", function () { queueMicrotask(settle); });
+  document.addEventListener("htmx:wsAfterMessage", settle);
+
+  // --- Rename: prefilled with the title shown now (it may have changed since the page came) -------
+
+  function prefillRename(details) {
+    var input = details.querySelector("#rename-input");
+    var title = byId("thread-title");
+    if (input && title && !byId("rename-error")) input.value = title.textContent.trim();
+    return input;
+  }
+  document.addEventListener("click", function (event) {
+    var summary = event.target instanceof Element ? event.target.closest(".thread-rename > summary") : null;
+    if (summary && !summary.parentNode.open) prefillRename(summary.parentNode);
+  }, true);
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!(details instanceof HTMLDetailsElement) || !details.classList.contains("thread-rename")) return;
+    if (!details.open) return;
+    focusEl(prefillRename(details), true);
+  }, true);
+
+  // --- Escape closes what is open: a popover (rename, download), a drawer ------------------------
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    var open = document.querySelectorAll("details.popover[open]");
+    if (open.length) {
+      event.preventDefault();
+      open.forEach(function (details) {
+        var had = details.contains(document.activeElement);
+        details.open = false;
+        if (had) details.querySelector("summary").focus();
+      });
+      return;
+    }
+    document.dispatchEvent(new CustomEvent("lettachat:escape", { cancelable: true }));
+  });
+
+  // A popover closes when the focus or a click goes elsewhere.
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.popover[open]").forEach(function (details) {
+      if (!details.contains(event.target)) details.open = false;
+    });
+  });
+
+  // --- Delete: an accessible confirmation naming the conversation's title as it is now -----------
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    var dialog = byId("delete-dialog");
+    if (target.closest("#delete") && dialog && typeof dialog.showModal === "function") {
+      event.preventDefault();
+      var title = byId("thread-title");
+      var name = dialog.querySelector(".delete-dialog-name");
+      if (name && title) name.textContent = title.textContent.trim();
+      dialog.showModal();
+      focusEl(byId("delete-cancel"), false);
+    } else if (target.closest("#delete-cancel") && dialog) {
+      dialog.close();
+    }
+  });
+  document.addEventListener("close", function (event) {
+    if (event.target && event.target.id === "delete-dialog" && !next) {
+      focusEl(byId("delete"), false);
+    }
+  }, true);
+
+  // --- Drawers: on narrow screens (and zoomed in) the conversation list and memory/info --------
+
+  var drawerButtons = { "sidebar": "open-sidebar", "side-panels": "open-panels" };
+
+  function drawerOpen() { return document.body.getAttribute("data-drawer") || ""; }
+
+  function openDrawer(id) {
+    document.body.setAttribute("data-drawer", id);
+    var scrim = byId("drawer-scrim");
+    if (scrim) scrim.hidden = false;
+    Object.keys(drawerButtons).forEach(function (key) {
+      var button = byId(drawerButtons[key]);
+      if (button) button.setAttribute("aria-expanded", key === id ? "true" : "false");
+    });
+    var drawer = byId(id);
+    if (!drawer) return;
+    var first = drawer.querySelector("a[aria-current='page'], a, button, summary, input");
+    if (id === "sidebar") first = drawer.querySelector(".conversation-list a[aria-current='page']") || first;
+    if (!focusEl(first, false)) focusEl(drawer, false);
+  }
+
+  function closeDrawer(returnFocus) {
+    var id = drawerOpen();
+    if (!id) return;
+    document.body.removeAttribute("data-drawer");
+    var scrim = byId("drawer-scrim");
+    if (scrim) scrim.hidden = true;
+    var button = byId(drawerButtons[id]);
+    if (button) button.setAttribute("aria-expanded", "false");
+    if (returnFocus && button && visible(button)) focusEl(button, false);
+  }
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    var button = target.closest(".drawer-button");
+    if (button) {
+      var id = button.getAttribute("aria-controls");
+      if (drawerOpen() === id) closeDrawer(true);
+      else openDrawer(id);
+    } else if (target.id === "drawer-scrim") {
+      closeDrawer(true);
+    }
+  });
+  document.addEventListener("lettachat:escape", function (event) {
+    if (!event.defaultPrevented) closeDrawer(true);
+  });
+  // A conversation opened (or made, or deleted) from the list: the drawer has done its work.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.id === "thread") closeDrawer(false);
+  });
+  // Back to a wide window: no drawer is open any more.
+  var wide = window.matchMedia("(min-width: 901px)");
+  wide.addEventListener("change", function () { if (wide.matches) closeDrawer(false); });
+
+  // --- The thread's actions: behind one button on narrow screens ---------------------------------
+
+  function setActions(header, open, returnFocus) {
+    var toggle = header.querySelector("#thread-actions-toggle");
+    header.classList.toggle("actions-open", open);
+    if (toggle) toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      var first = header.querySelector("#thread-actions summary, #thread-actions button:not([disabled])");
+      focusEl(first, false);
+    } else if (returnFocus && toggle) {
+      focusEl(toggle, false);
+    }
+  }
+  document.addEventListener("click", function (event) {
+    var toggle = event.target instanceof Element ? event.target.closest("#thread-actions-toggle") : null;
+    if (!toggle) return;
+    var header = toggle.closest(".thread-header");
+    setActions(header, !header.classList.contains("actions-open"), true);
+  });
+  document.addEventListener("lettachat:escape", function (event) {
+    var header = document.querySelector(".thread-header.actions-open");
+    if (!header || !visible(byId("thread-actions-toggle"))) return;
+    event.preventDefault();
+    setActions(header, false, true);
+  });
+})();

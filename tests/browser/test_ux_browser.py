@@ -1,0 +1,255 @@
+"""The chat as people use it every day (issue 16), in headless Chromium against the real Letta
+server: where focus goes, Escape, the delete confirmation, small screens and zoom, dark mode,
+timestamps, what assistive technology is told, expired sessions, wording, live-looking streaming."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conversations.models import Conversation, Message
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+PASSWORD = "a-long-test-password"
+ACTIVE_ID = "() => document.activeElement ? document.activeElement.id : null"
+
+
+def shoot(page, name: str) -> None:
+    """Screenshots for a person to look at, when UX_SHOTS names a folder."""
+    if folder := os.environ.get("UX_SHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def log_in(page, live_server_url, username="alice"):
+    page.goto(f"{live_server_url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def wait_open(page):
+    page.wait_for_function(
+        "() => document.querySelector('.thread-inner').dataset.connection === 'open'"
+    )
+
+
+def wait_reply_done(page):
+    page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    page.wait_for_selector("#reply-status[data-busy='false'] .reply-finished", state="attached")
+
+
+def active(page) -> dict:
+    return page.evaluate(
+        """() => { const a = document.activeElement;
+                   return {id: a ? a.id : null, tag: a ? a.tagName : null,
+                           text: a ? a.textContent.trim() : ''}; }"""
+    )
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", PASSWORD)
+
+
+# --- 1. Focus after every action; Escape; rename prefilled; the delete confirmation -------------
+
+
+def test_focus_lands_on_the_next_action_after_new_send_rename_switch_and_delete(
+    page, live_server_url, alice, letta_agent
+):
+    other = Conversation.objects.create(
+        letta_id="conv-other", agent=letta_agent, owner=alice, summary="The other one"
+    )
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+
+    # New conversation: the message box, not the button.
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    page.wait_for_function("() => document.activeElement.id === 'composer-input'")
+    wait_open(page)
+
+    # Send: the box keeps the focus through the whole reply and after it (it was dropped to the
+    # body ~170 ms after Enter, when the server's fresh box replaced the old one).
+    page.keyboard.type("hello there")
+    page.keyboard.press("Enter")
+    wait_reply_done(page)
+    assert active(page)["id"] == "composer-input"
+    page.keyboard.type("typed next")
+    assert page.input_value("#composer-input") == "typed next"
+    page.fill("#composer-input", "")
+
+    # Rename: prefilled with the title shown now, selected; Escape closes it onto its button.
+    current = page.inner_text("#thread-title")
+    page.click(".thread-rename summary")
+    assert page.input_value("#rename-input") == current
+    page.wait_for_function("() => document.activeElement.id === 'rename-input'")
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => document.querySelector('.thread-rename').open") is False
+    assert active(page)["tag"] == "SUMMARY"
+
+    # Rename and save: focus on the renamed item.
+    page.click(".thread-rename summary")
+    page.wait_for_function("() => document.activeElement.id === 'rename-input'")
+    page.keyboard.type("Renamed thread")  # replaces the selected title
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#thread-title >> text='Renamed thread'")
+    page.wait_for_function(
+        "() => document.activeElement.textContent.trim() === 'Renamed thread'"
+        " && document.activeElement.tagName === 'A'"
+    )
+
+    # Switch: the message box of the conversation opened.
+    page.click(f"#conv-{other.letta_id} a")
+    page.wait_for_url(f"**/c/{other.letta_id}/")
+    page.wait_for_function("() => document.activeElement.id === 'composer-input'")
+
+    # Delete: a dialog naming the current title; Escape cancels back to Delete.
+    page.click(f"#conv-{Conversation.objects.exclude(pk=other.pk).get().letta_id} a")
+    page.wait_for_selector("#thread-title >> text='Renamed thread'")
+    page.click("#delete")
+    dialog = page.locator("#delete-dialog")
+    assert dialog.is_visible()
+    assert page.inner_text("#delete-dialog-title") == "Delete “Renamed thread”?"
+    assert active(page)["id"] == "delete-cancel"
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    assert active(page)["id"] == "delete"
+    assert Conversation.objects.count() == 2
+
+    page.click("#delete")
+    page.click("#delete-confirm")
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.wait_for_function(
+        "() => document.activeElement.closest && !!document.activeElement.closest('#sidebar')"
+    )
+    assert active(page)["text"] == "The other one"
+    assert Conversation.objects.count() == 1
+    assert page.errors == []
+
+
+def test_stop_leaves_the_focus_in_the_message_box(page, live_server_url, alice, letta_agent):
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    wait_open(page)
+    page.fill("#composer-input", "[[wait:20]] take your time")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#stop")
+    page.focus("#stop")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#stop", state="detached", timeout=30_000)
+    page.wait_for_function("() => document.activeElement.id === 'composer-input'")
+    assert page.errors == []
+
+
+# --- 2. Small screens and zoom -------------------------------------------------------------------
+
+LAYOUT = """() => {
+  const rect = id => { const el = document.getElementById(id);
+                       if (!el) return null; const r = el.getBoundingClientRect();
+                       return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,
+                               width: r.width, height: r.height}; };
+  const small = [];
+  document.querySelectorAll('button, summary, .drawer-button, #composer-input').forEach(el => {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.width < 24 || r.height < 24)) small.push(el.id || el.textContent.trim());
+  });
+  const m = rect('messages'), c = rect('composer');
+  const shown = Math.min(m.bottom, c.top, innerHeight) - Math.max(m.top, 0);
+  return {w: innerWidth, h: innerHeight, messages: m, shown: shown, composer: rect('composer'),
+          sidebar: rect('sidebar'), panels: rect('side-panels'),
+          scrollW: document.documentElement.scrollWidth, small: small,
+          sidebarVisible: getComputedStyle(document.getElementById('sidebar')).visibility};
+}"""
+
+
+@pytest.fixture
+def a_thread(alice, letta_agent):
+    conversation = Conversation.objects.create(
+        letta_id="conv-layout", agent=letta_agent, owner=alice, summary="Layout check"
+    )
+    for i in range(12):
+        Message.objects.create(
+            conversation=conversation,
+            message_type="user" if i % 2 == 0 else "assistant",
+            content=f"message number {i} " + "with some words " * 8,
+            created_at=f"2026-01-01T00:{i:02d}:00Z",
+        )
+    return conversation
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "share"),
+    [(390, 844, 0.7), (640, 400, 0.6), (320, 256, 0.35)],
+    ids=["phone", "zoom-200", "zoom-400"],
+)
+def test_on_narrow_screens_the_thread_takes_the_screen_and_lists_are_drawers(
+    browser, live_server_url, a_thread, width, height, share
+):
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, reduced_motion="reduce"
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        log_in(page, live_server_url)
+        page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+        page.wait_for_selector(".thread-inner[data-connection='open']")
+        page.wait_for_selector(
+            "#memory-panel .memory-block, #memory-error, #memory-panel .empty", state="attached"
+        )
+        page.wait_for_selector("#info-headline", state="attached")
+        shoot(page, f"narrow-{width}x{height}")
+        box = page.evaluate(LAYOUT)
+        assert box["scrollW"] <= width, "nothing runs past the right edge"
+        assert box["composer"]["right"] <= width and box["composer"]["left"] >= 0
+        assert box["shown"] >= share * height, box
+        assert box["sidebarVisible"] == "hidden", "the list is a closed drawer"
+        assert box["small"] == [], f"targets under 24 x 24 px: {box['small']}"
+
+        # The list opens from the top bar, Escape closes it onto its button.
+        page.click("#open-sidebar")
+        page.wait_for_function(
+            "() => getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'"
+        )
+        assert page.get_attribute("#open-sidebar", "aria-expanded") == "true"
+        page.wait_for_function(
+            "() => !!document.activeElement.closest && !!document.activeElement.closest('#sidebar')"
+        )
+        page.keyboard.press("Escape")
+        page.wait_for_function(
+            "() => getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden'"
+        )
+        assert page.evaluate(ACTIVE_ID) == "open-sidebar"
+
+        # Memory and info open the same way.
+        page.click("#open-panels")
+        page.wait_for_function(
+            "() => getComputedStyle(document.getElementById('side-panels')).visibility"
+            " === 'visible'"
+        )
+        shoot(page, f"narrow-{width}x{height}-panels")
+        panels = page.evaluate(LAYOUT)["panels"]
+        assert panels["right"] <= width + 1 and panels["left"] >= 0
+        page.click("#drawer-scrim", position={"x": 5, "y": height - 5})
+        page.wait_for_function("() => !document.body.hasAttribute('data-drawer')")
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_on_a_wide_screen_the_list_and_panels_stay_in_place(page, live_server_url, a_thread):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+    box = page.evaluate(LAYOUT)
+    assert box["sidebarVisible"] == "visible"
+    assert not page.locator("#open-sidebar").is_visible()
+    assert box["panels"]["left"] > box["messages"]["right"] - 1
