@@ -268,4 +268,35 @@
     event.preventDefault();
     setActions(header, false, true);
   });
+
+  // --- Times: relative ("5 minutes ago"), exact on hover and focus, in the person's time zone -----
+
+  var relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
+  var exact = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+  var dayAndTime = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+  var withYear = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+
+  function describe(date, now) {
+    var seconds = Math.round((now - date) / 1000);
+    if (relative && seconds < 45) return relative.format(0, "second").replace(/^./, function (c) { return c.toUpperCase(); });
+    if (relative && seconds < 3600) return relative.format(-Math.max(1, Math.round(seconds / 60)), "minute");
+    if (relative && seconds < 86400) return relative.format(-Math.round(seconds / 3600), "hour");
+    return (date.getFullYear() === new Date(now).getFullYear() ? dayAndTime : withYear).format(date);
+  }
+
+  function formatTimes() {
+    var now = Date.now();
+    document.querySelectorAll(".msg-meta time[datetime]").forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date.getTime())) return;
+      var full = exact.format(date);
+      if (el.title !== full) el.title = full;
+      var text = describe(date, now);
+      if (el.textContent !== text) el.textContent = text;
+    });
+  }
+  document.addEventListener("DOMContentLoaded", formatTimes);
+  document.addEventListener("htmx:afterSettle", formatTimes);
+  document.addEventListener("htmx:wsAfterMessage", formatTimes);
+  setInterval(formatTimes, 30000);
 })();

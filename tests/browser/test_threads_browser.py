@@ -118,7 +118,7 @@ def test_older_messages_load_above_without_moving_what_is_in_view(
     assert page.locator("#load-older").count() == 0
     top_after = page.locator("article >> text='line 30'").bounding_box()["y"]
     assert abs(top_after - top_before) < 2, "the reader's place was kept"
-    texts = page.locator("#messages article").all_inner_texts()
+    texts = page.locator("#messages article .msg-body").all_inner_texts()
     assert texts == [f"line {i}" for i in range(130)]
     assert page.errors == []
 
@@ -197,7 +197,7 @@ def test_forking_opens_a_copy_and_says_edit_and_regenerate_are_unavailable_here(
     page.wait_for_selector(f"#conversation-list > li:first-child#conv-{fork.letta_id}")
     assert page.inner_text("#thread-title") == "Greetings (fork)"
     assert page.inner_text(".thread-origin") == "Forked from Greetings"
-    assert page.locator("#messages article").all_inner_texts() == [
+    assert page.locator("#messages article .msg-body").all_inner_texts() == [
         "hello there",
         "Echo: hello there",
     ]

@@ -5,6 +5,7 @@ timestamps, what assistive technology is told, expired sessions, wording, live-l
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,82 @@ def test_on_a_wide_screen_the_list_and_panels_stay_in_place(page, live_server_ur
     assert box["sidebarVisible"] == "visible"
     assert not page.locator("#open-sidebar").is_visible()
     assert box["panels"]["left"] > box["messages"]["right"] - 1
+
+
+# --- 3. Dark mode; timestamps ------------------------------------------------------------------
+
+CONTRAST = """() => {
+  const rgb = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = c => { const [r, g, b] = rgb(c).map(v => { v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+    return (x + 0.05) / (y + 0.05); };
+  const style = sel => getComputedStyle(document.querySelector(sel));
+  const bgOf = sel => { let el = document.querySelector(sel);
+    while (el) { const c = getComputedStyle(el).backgroundColor;
+      if (c && !c.endsWith(', 0)') && c !== 'transparent') return c; el = el.parentElement; }
+    return 'rgb(255, 255, 255)'; };
+  const pair = sel => ratio(style(sel).color, bgOf(sel));
+  return {body: getComputedStyle(document.body).backgroundColor,
+          text: pair('#messages .msg-assistant .msg-body'), user: pair('#messages .msg-user .msg-body'),
+          muted: pair('#messages .msg-meta time'), send: pair('#send'),
+          link: pair('.topbar-user a'), note: pair('#shared-reminder'),
+          title: pair('#thread-title')};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_colours_follow_the_system_scheme_with_the_same_contrast(
+    browser, live_server_url, a_thread, scheme
+):
+    context = browser.new_context(color_scheme=scheme, viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        log_in(page, live_server_url)
+        page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+        page.wait_for_selector("#memory-panel .memory-block, #memory-error", state="attached")
+        shoot(page, f"scheme-{scheme}")
+        colours = page.evaluate(CONTRAST)
+        darkness = sum(int(v) for v in colours.pop("body")[4:-1].split(",")) / 3
+        assert (darkness < 60) if scheme == "dark" else (darkness > 200), darkness
+        low = {name: round(value, 2) for name, value in colours.items() if value < 4.5}
+        assert low == {}, f"text under 4.5:1 in {scheme} mode: {low}"
+    finally:
+        context.close()
+
+
+def test_messages_show_when_they_were_written_in_the_persons_time_zone(
+    browser, live_server_url, a_thread
+):
+    context = browser.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
+    page = context.new_page()
+    try:
+        log_in(page, live_server_url)
+        page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+        first = page.locator("#messages article").first.locator("time")
+        # Written 2026-01-01 00:00 UTC: 09:00 in Tokyo, on the same day.
+        assert first.get_attribute("datetime") == "2026-01-01T00:00:00+00:00"
+        page.wait_for_function(
+            "() => document.querySelector('#messages time').title.includes('09:00')"
+        )
+        title = first.get_attribute("title")
+        assert "1 January 2026" in title and "09:00:00" in title and "GMT+9" in title, title
+        this_year = datetime.now(UTC).year == 2026  # the year is said only when it is not this one
+        assert first.inner_text() == ("1 Jan, 09:00" if this_year else "1 Jan 2026, 09:00")
+        # Exact on keyboard focus too (the title is shown beside it).
+        first.focus()
+        shown = first.evaluate("el => getComputedStyle(el, '::after').content")
+        assert "09:00" in shown
+
+        # A message written now says so, relatively.
+        page.fill("#composer-input", "hello now")
+        page.wait_for_selector(".thread-inner[data-connection='open']")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#messages .msg-user:last-of-type >> text=hello now")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#messages .msg-user time')]"
+            ".some(t => t.textContent === 'Now')"
+        )
+    finally:
+        context.close()
