@@ -234,10 +234,10 @@ def test_two_tabs_on_two_server_processes_both_see_the_reply_live(
 
         stored = Message.objects.get(message_type="assistant").content
         for tab in pages:
-            assert tab.locator("#messages .msg-user .msg-body").inner_text().startswith("hello from")
-            assert " ".join(tab.locator("#messages .msg-assistant .msg-body").inner_text().split()) == (
-                " ".join(stored.split())
-            )
+            user_text = tab.locator("#messages .msg-user .msg-body").inner_text()
+            assert user_text.startswith("hello from")
+            reply = tab.locator("#messages .msg-assistant .msg-body").inner_text()
+            assert " ".join(reply.split()) == (" ".join(stored.split()))
         partials = watcher.evaluate("window.__partials")
         assert len({p for p in partials if p}) >= 2, "the other process's tab saw it stream"
     finally:

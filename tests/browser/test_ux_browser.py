@@ -272,7 +272,8 @@ CONTRAST = """() => {
     return 'rgb(255, 255, 255)'; };
   const pair = sel => ratio(style(sel).color, bgOf(sel));
   return {body: getComputedStyle(document.body).backgroundColor,
-          text: pair('#messages .msg-assistant .msg-body'), user: pair('#messages .msg-user .msg-body'),
+          text: pair('#messages .msg-assistant .msg-body'),
+          user: pair('#messages .msg-user .msg-body'),
           muted: pair('#messages .msg-meta time'), send: pair('#send'),
           link: pair('.topbar-user a'), note: pair('#shared-reminder'),
           title: pair('#thread-title')};
