@@ -43,20 +43,32 @@
   });
 
   var next = null;  // what the action in flight wants focused when its swap settles
-  function want(kind, detail) { next = { kind: kind, detail: detail || "" }; }
+  function want(kind, detail, source) {
+    next = { kind: kind, detail: detail || "", source: source || null };
+  }
+
+  // Whether a settle is the answer to the action that asked (the panels load themselves after a
+  // page or thread arrives: their answers must not use up what the action wanted).
+  function answers(event) {
+    if (!next || !next.source || !event || event.type !== "htmx:afterSettle") return true;
+    var detail = event.detail || {};
+    var elt = detail.elt || (detail.requestConfig && detail.requestConfig.elt);
+    if (!elt) return true;
+    return elt === next.source || next.source.contains(elt) || elt.contains(next.source);
+  }
 
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
     if (form.id === "composer") want("composer");
-    else if (form.closest(".thread-rename")) want("renamed", form.getAttribute("data-conversation"));
-    else if (form.closest("#delete-dialog")) want("list");
-    else if (form.querySelector("#new-conversation")) want("composer");
+    else if (form.closest(".thread-rename")) want("renamed", form.getAttribute("data-conversation"), form);
+    else if (form.closest("#delete-dialog")) want("list", "", form);
+    else if (form.querySelector("#new-conversation")) want("composer", "", form);
     else if (form.querySelector("#stop, #retry-stalled")) want("composer");
   }, true);
   document.addEventListener("click", function (event) {
     var link = event.target instanceof Element ? event.target.closest("a[hx-get]") : null;
-    if (link && link.closest("#sidebar")) want("composer");
+    if (link && link.closest("#sidebar")) want("composer", "", link);
   }, true);
 
   function renamedItem(letta) {
@@ -79,8 +91,8 @@
     return list;
   }
 
-  function settle() {
-    var wanted = next;
+  function settle(event) {
+    var wanted = answers(event) ? next : null;
     if (wanted && wanted.kind === "renamed" && byId("rename-error")) {
       focusEl(byId("rename-input"), false);  // the title was refused: back to fixing it
       next = null;
@@ -299,4 +311,29 @@
   document.addEventListener("htmx:afterSettle", formatTimes);
   document.addEventListener("htmx:wsAfterMessage", formatTimes);
   setInterval(formatTimes, 30000);
+
+  // --- One "current" mark; the document's title follows the conversation -------------------------
+
+  function oneCurrent() {
+    var marked = document.querySelectorAll('[aria-current="page"]');
+    if (marked.length < 2) return;
+    // A conversation is open: it is the current page, not its agent.
+    var item = document.querySelector('.conversation-list a[aria-current="page"]');
+    marked.forEach(function (el) { if (el !== item) el.removeAttribute("aria-current"); });
+  }
+
+  function followTitle() {
+    var thread = byId("thread");
+    if (!thread) return;
+    var suffix = thread.getAttribute("data-title-suffix") || "lettachat";
+    var title = byId("thread-title");
+    var text = title ? title.textContent.trim() + " · " + suffix : suffix;
+    if (document.title !== text) document.title = text;
+  }
+
+  function marks() { oneCurrent(); followTitle(); }
+  document.addEventListener("DOMContentLoaded", marks);
+  document.addEventListener("htmx:afterSettle", marks);
+  document.addEventListener("htmx:oobAfterSwap", marks);
+  document.addEventListener("htmx:wsAfterMessage", marks);
 })();

@@ -99,6 +99,7 @@ def test_focus_lands_on_the_next_action_after_new_send_rename_switch_and_delete(
     page.keyboard.type("Renamed thread")  # replaces the selected title
     page.keyboard.press("Enter")
     page.wait_for_selector("#thread-title >> text='Renamed thread'")
+    page.wait_for_function("() => document.title.startsWith('Renamed thread · ')")
     page.wait_for_function(
         "() => document.activeElement.textContent.trim() === 'Renamed thread'"
         " && document.activeElement.tagName === 'A'"
@@ -334,3 +335,49 @@ def test_messages_show_when_they_were_written_in_the_persons_time_zone(
         )
     finally:
         context.close()
+
+
+# --- 4. What assistive technology is told --------------------------------------------------------
+
+
+def test_messages_are_labelled_one_item_is_current_and_the_title_follows(
+    page, live_server_url, alice, letta_agent, a_thread
+):
+    other = Conversation.objects.create(
+        letta_id="conv-headings", agent=letta_agent, owner=alice, summary="Headings"
+    )
+    Message.objects.create(
+        conversation=other,
+        message_type="assistant",
+        content="# Big heading\n\nSome text.",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    count_current = "() => document.querySelectorAll('[aria-current]').length"
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    assert page.evaluate(count_current) == 1
+    assert page.title() == f"{letta_agent.name} · lettachat"
+
+    page.click(f"#conv-{a_thread.letta_id} a")
+    page.wait_for_url(f"**/c/{a_thread.letta_id}/")
+    page.wait_for_function(
+        f"() => document.title === 'Layout check · {letta_agent.name} · lettachat'"
+    )
+    assert page.evaluate(count_current) == 1
+    labels = page.locator("#messages article").evaluate_all(
+        "els => els.map(el => el.getAttribute('aria-label'))"
+    )
+    assert labels[:2] == ["Your message", "Reply"]
+
+    page.click(f"#conv-{other.letta_id} a")
+    page.wait_for_url(f"**/c/{other.letta_id}/")
+    page.wait_for_function(f"() => document.title === 'Headings · {letta_agent.name} · lettachat'")
+    assert page.evaluate(count_current) == 1
+    assert page.get_attribute(f"#conv-{other.letta_id} a", "aria-current") == "page"
+    heading = page.locator("#messages .markdown h3")
+    assert heading.inner_text() == "Big heading"
+    assert page.locator("#messages h1, #messages h2").count() == 0
+    size = "el => parseFloat(getComputedStyle(el).fontSize)"
+    assert heading.evaluate(size) <= page.locator("#thread-title").evaluate(size)
+
+    assert page.errors == []
