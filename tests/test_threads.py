@@ -411,8 +411,8 @@ def test_the_delete_button_asks_for_confirmation(logged_in, make_conversation, u
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
     assert 'aria-controls="delete-dialog"' in html
     assert (
-        '<h2 id="delete-dialog-title" class="dialog-title">Delete “<span class="delete-dialog-name">'
-        "Say &quot;hi&quot; &lt;now&gt;</span>”?</h2>" in html
+        '<h2 id="delete-dialog-title" class="dialog-title">Delete “'
+        '<span class="delete-dialog-name">Say &quot;hi&quot; &lt;now&gt;</span>”?</h2>' in html
     )
 
 
