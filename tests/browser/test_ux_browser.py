@@ -381,3 +381,28 @@ def test_messages_are_labelled_one_item_is_current_and_the_title_follows(
     assert heading.evaluate(size) <= page.locator("#thread-title").evaluate(size)
 
     assert page.errors == []
+
+
+# --- 5. An expired session -----------------------------------------------------------------------
+
+
+def test_an_expired_session_sends_the_browser_to_log_in_and_back(
+    page, live_server_url, alice, letta_agent, a_thread
+):
+    other = Conversation.objects.create(
+        letta_id="conv-second", agent=letta_agent, owner=alice, summary="Second"
+    )
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+    page.wait_for_selector(".thread-inner[data-connection='open']")
+    page.context.clear_cookies()  # the session is gone (expired), as far as this browser knows
+
+    page.click(f"#conv-{other.letta_id} a")  # an htmx request, answered "log in first"
+    page.wait_for_url(f"**/login/?next=%2Fc%2F{a_thread.letta_id}%2F")
+    assert page.locator("#thread").count() == 0, "the login page, not a login form in the thread"
+    assert page.locator("input[type=password]").count() == 1
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/c/{a_thread.letta_id}/")
+    assert page.errors == []
