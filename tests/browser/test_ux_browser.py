@@ -406,3 +406,57 @@ def test_an_expired_session_sends_the_browser_to_log_in_and_back(
     page.click("button[type=submit]")
     page.wait_for_url(f"**/c/{a_thread.letta_id}/")
     assert page.errors == []
+
+
+# --- 6. Wording ----------------------------------------------------------------------------------
+
+
+def visible_text(page) -> str:
+    return page.evaluate("() => document.getElementById('messages').innerText")
+
+
+def test_a_stop_is_said_once_and_neutrally_and_the_partial_reply_is_kept(
+    page, live_server_url, alice, letta_agent
+):
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    wait_open(page)
+    page.fill("#composer-input", "[[stall:30]] a long story about nothing")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#messages .msg-assistant.msg-streaming .msg-body:not(:empty)")
+    page.click("#stop")
+    page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    page.wait_for_selector("#reply-status[data-busy='false']", state="attached")
+    text = visible_text(page)
+    assert text.count("Stopped") == 1, text
+    assert "Not sent" not in text and "stop reason" not in text and "cancelled" not in text
+    note = page.locator("#messages .msg-assistant .msg-note")
+    colour = note.evaluate("el => getComputedStyle(el).color")
+    error = page.evaluate(
+        "() => getComputedStyle(document.documentElement).getPropertyValue('--error').trim()"
+    )
+    assert colour != error and "180, 35, 24" not in colour, "neutral, not red"
+    shoot(page, "stopped")
+    assert page.errors == []
+
+
+def test_a_failed_model_is_said_in_plain_words(page, live_server_url, alice, letta_agent):
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    wait_open(page)
+    page.fill("#composer-input", "[[fail:500]] this will fail")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(
+        "#reply-status[data-busy='false'] .reply-finished", state="attached", timeout=60_000
+    )
+    page.wait_for_selector("#messages .msg-error")
+    shoot(page, "failed")
+    text = visible_text(page)
+    assert "llm_api_error" not in text and "stop reason" not in text, text
+    assert "_" not in " ".join(w for w in text.split() if w.islower()), text
+    assert "The AI model's service failed" in text
+    assert page.errors == []
