@@ -460,3 +460,28 @@ def test_a_failed_model_is_said_in_plain_words(page, live_server_url, alice, let
     assert "_" not in " ".join(w for w in text.split() if w.islower()), text
     assert "The AI model's service failed" in text
     assert page.errors == []
+
+
+# --- 8. An empty conversation introduces its agent ------------------------------------------------
+
+
+def test_an_empty_conversation_shows_the_agent_and_whose_memory_it_uses(
+    page, live_server_url, alice, letta_agent
+):
+    type(letta_agent).objects.filter(pk=letta_agent.pk).update(
+        description="Answers questions about the test suite."
+    )
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    intro = page.locator("#thread-empty")
+    assert intro.is_visible()
+    assert page.inner_text("#intro-name") == letta_agent.name
+    assert page.inner_text("#intro-description") == "Answers questions about the test suite."
+    # This agent is shared: its memory is everyone's.
+    assert "Everyone who talks to it shares its memory" in intro.inner_text()
+    box = intro.bounding_box()
+    assert box["height"] > 80, "not a bare grey area"
+    shoot(page, "empty-conversation")
+    assert page.errors == []
