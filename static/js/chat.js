@@ -33,13 +33,28 @@
 
   // Keep the newest message in view while it streams, unless the reader scrolled up.
   var stick = true;
+  // Scrolled up: a button brings the newest message back (and keeps it in view again).
+  function showJump() {
+    var jump = document.getElementById("jump-latest");
+    if (jump && jump.hidden !== stick) jump.hidden = stick;
+  }
   document.addEventListener("scroll", function () {
     var el = scroller();
     stick = nearBottom(el);
+    showJump();
   }, true);
   document.addEventListener("htmx:wsAfterMessage", function () { if (stick) scrollToEnd(); });
+  document.addEventListener("lettachat:painted", function () { if (stick) scrollToEnd(); });
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); }
+    if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); showJump(); }
+  });
+  document.addEventListener("click", function (event) {
+    if (!(event.target instanceof Element) || !event.target.closest("#jump-latest")) return;
+    stick = true;
+    scrollToEnd();
+    showJump();
+    var box = document.getElementById("composer-input");
+    if (box && !box.disabled) box.focus({ preventScroll: true });
   });
   document.addEventListener("DOMContentLoaded", scrollToEnd);
 

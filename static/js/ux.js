@@ -336,4 +336,103 @@
   document.addEventListener("htmx:afterSettle", marks);
   document.addEventListener("htmx:oobAfterSwap", marks);
   document.addEventListener("htmx:wsAfterMessage", marks);
+
+  // --- Streaming that looks live -----------------------------------------------------------------
+  // A placeholder for the reply as soon as a message goes (the server's draft replaces it), and
+  // the reply's text painted progressively between Letta's batches (it sends a background run's
+  // output about every 0.5 s): each piece is revealed over the next ~0.35 s, so the page is never
+  // more than one batch behind, and shows it whole the moment the stored reply replaces the draft.
+  // Not under prefers-reduced-motion: there each piece shows as it comes.
+
+  var reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+  var PAINT_MS = 350;
+  var TICK_MS = 30;
+
+  function placeholder() { return byId("reply-placeholder"); }
+
+  function removePlaceholder() {
+    var p = placeholder();
+    if (p) p.remove();
+  }
+
+  document.addEventListener("htmx:wsBeforeSend", function (event) {
+    if (event.defaultPrevented) return;
+    var elt = event.target;
+    if (!(elt instanceof Element) || elt.id !== "composer") return;
+    var list = byId("messages");
+    if (!list || placeholder()) return;
+    var article = document.createElement("article");
+    article.id = "reply-placeholder";
+    article.className = "msg msg-placeholder";
+    article.setAttribute("aria-label", "Reply, on its way");
+    var body = document.createElement("div");
+    body.className = "msg-body";
+    var dots = document.createElement("span");
+    dots.className = "typing";
+    dots.textContent = "Sending";
+    body.appendChild(dots);
+    article.appendChild(body);
+    list.appendChild(article);
+    document.dispatchEvent(new CustomEvent("lettachat:painted"));
+  });
+
+  function tidyPlaceholder() {
+    var p = placeholder();
+    if (!p) return;
+    var status = byId("reply-status");
+    var busy = status && status.getAttribute("data-busy") === "true";
+    var dots = p.querySelector(".typing");
+    if (busy && dots && dots.textContent === "Sending") dots.textContent = "Thinking";
+    var draft = document.querySelector("#messages .msg-streaming");
+    var over = status && !busy && status.querySelector(".reply-finished");
+    var error = byId("composer-error");
+    var refused = error && error.textContent.trim();
+    if (draft || over || refused) { removePlaceholder(); return; }
+    if (p.nextElementSibling) p.parentNode.appendChild(p);  // stays last, under the message sent
+  }
+  document.addEventListener("htmx:wsAfterMessage", tidyPlaceholder);
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.id === "thread") removePlaceholder();
+  });
+
+  var queues = [];  // {target, text, shown, deadline}
+  var timer = 0;
+
+  function queueFor(target) {
+    for (var i = 0; i < queues.length; i++) if (queues[i].target === target) return queues[i];
+    var q = { target: target, text: "", deadline: 0 };
+    queues.push(q);
+    return q;
+  }
+
+  function paint() {
+    var now = performance.now();
+    queues = queues.filter(function (q) { return q.target.isConnected && q.text.length > 0; });
+    queues.forEach(function (q) {
+      var left = Math.max(1, Math.round((q.deadline - now) / TICK_MS));
+      var count = Math.max(1, Math.ceil(q.text.length / left));
+      // End a step at a word's end where one is near, so words are not cut mid-way.
+      var space = q.text.indexOf(" ", count);
+      if (space !== -1 && space - count < 6) count = space + 1;
+      q.target.appendChild(document.createTextNode(q.text.slice(0, count)));
+      q.text = q.text.slice(count);
+    });
+    queues = queues.filter(function (q) { return q.text.length > 0; });
+    document.dispatchEvent(new CustomEvent("lettachat:painted"));
+    if (!queues.length) { clearInterval(timer); timer = 0; }
+  }
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var detail = event.detail;
+    var target = detail && detail.target;
+    if (!target || !/^stream-.*-text$/.test(target.id || "") || reducedMotion.matches) return;
+    if (!target.closest(".msg-streaming")) return;
+    var text = detail.fragment ? detail.fragment.textContent : "";
+    if (!text) return;
+    detail.shouldSwap = false;
+    var q = queueFor(target);
+    q.text += text;
+    q.deadline = performance.now() + PAINT_MS;
+    if (!timer) timer = setInterval(paint, TICK_MS);
+  });
 })();

@@ -53,7 +53,9 @@ def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make
 
     # The message shows at once, and the box is emptied.
     page.wait_for_selector(".msg-user >> text=please count one two")
-    final = page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    final = page.wait_for_selector(
+        "#messages .msg-assistant:not(.msg-streaming) .msg-body", timeout=30_000
+    )
     assert final.inner_text() == f"Echo: {text}"
     assert page.input_value("#composer-input") == ""
 

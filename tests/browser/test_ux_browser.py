@@ -485,3 +485,89 @@ def test_an_empty_conversation_shows_the_agent_and_whose_memory_it_uses(
     assert box["height"] > 80, "not a bare grey area"
     shoot(page, "empty-conversation")
     assert page.errors == []
+
+
+# --- 7. Streaming that looks live ----------------------------------------------------------------
+
+RECORD_PAINTING = """
+() => {
+  window.__states = [];
+  window.__sentAt = null;
+  window.__placeholderAt = null;
+  document.addEventListener('htmx:wsBeforeSend', () => { window.__sentAt = performance.now(); });
+  new MutationObserver(() => {
+    if (window.__placeholderAt === null && document.getElementById('reply-placeholder'))
+      window.__placeholderAt = performance.now();
+    const draft = document.querySelector('#messages .msg-assistant.msg-streaming .msg-body');
+    if (!draft) return;
+    const text = draft.textContent;
+    const last = window.__states[window.__states.length - 1];
+    if (!last || last.text !== text) window.__states.push({t: performance.now(), text: text});
+  }).observe(document.getElementById('messages'),
+             {childList: true, subtree: true, characterData: true});
+}
+"""
+
+
+def stream_a_long_reply(page, live_server_url, letta_agent) -> str:
+    log_in(page, live_server_url)
+    page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+    page.click("#new-conversation")
+    page.wait_for_url("**/c/conv-*/")
+    wait_open(page)
+    page.evaluate(RECORD_PAINTING)
+    # 64 words, 0.03 s apart in the scripted model: ~2 s of text that Letta's background run hands
+    # on in 0.5 s batches.
+    text = "please count " + " ".join(["one two three four five six seven eight"] * 8)
+    page.fill("#composer-input", text)
+    page.keyboard.press("Enter")
+    wait_reply_done(page)
+    return f"Echo: {text}"
+
+
+def test_the_reply_is_painted_progressively_between_batches(
+    page, live_server_url, alice, letta_agent
+):
+    whole = stream_a_long_reply(page, live_server_url, letta_agent)
+    assert page.inner_text("#messages .msg-assistant .msg-body") == whole
+    waited = page.evaluate("window.__placeholderAt - window.__sentAt")
+    assert 0 <= waited < 100, f"a placeholder {waited:.0f} ms after Enter"
+    assert page.locator("#reply-placeholder").count() == 0, "replaced by the reply"
+
+    states = page.evaluate("window.__states")
+    assert all(whole.startswith(s["text"]) for s in states)
+    span = (states[-1]["t"] - states[0]["t"]) / 1000
+    assert span > 0.5, f"the reply streamed over {span:.2f} s"
+    rate = (len(states) - 1) / span
+    assert rate >= 10, f"{len(states)} visible states in {span:.2f} s: {rate:.1f}/s"
+    assert page.errors == []
+
+
+def test_under_reduced_motion_each_piece_shows_as_it_comes(
+    browser, live_server_url, alice, letta_agent
+):
+    context = browser.new_context(reduced_motion="reduce")
+    page = context.new_page()
+    try:
+        whole = stream_a_long_reply(page, live_server_url, letta_agent)
+        states = page.evaluate("window.__states")
+        span = (states[-1]["t"] - states[0]["t"]) / 1000
+        assert (len(states) - 1) / max(span, 0.001) < 10, "batches, not painting"
+        assert page.inner_text("#messages .msg-assistant .msg-body") == whole
+    finally:
+        context.close()
+
+
+def test_scrolled_up_a_button_jumps_to_the_latest(page, live_server_url, a_thread):
+    page.set_viewport_size({"width": 1280, "height": 600})
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+    page.wait_for_selector(".thread-inner[data-connection='open']")
+    assert not page.locator("#jump-latest").is_visible()
+    page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
+    page.wait_for_selector("#jump-latest", state="visible")
+    page.click("#jump-latest")
+    at_end = "el => el.scrollHeight - el.scrollTop - el.clientHeight < 2"
+    assert page.locator("#messages").evaluate(at_end)
+    page.wait_for_selector("#jump-latest", state="hidden")
+    assert page.evaluate(ACTIVE_ID) == "composer-input"
