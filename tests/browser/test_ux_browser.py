@@ -571,3 +571,69 @@ def test_scrolled_up_a_button_jumps_to_the_latest(page, live_server_url, a_threa
     assert page.locator("#messages").evaluate(at_end)
     page.wait_for_selector("#jump-latest", state="hidden")
     assert page.evaluate(ACTIVE_ID) == "composer-input"
+
+
+# --- 9. axe-core: no serious or critical violation on any page, phone size included ------------
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+def axe_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "() => axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact,"
+        " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['nodes']}"
+        for v in result
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "scheme"),
+    [(1280, 800, "light"), (390, 844, "light"), (1280, 800, "dark")],
+    ids=["desktop", "phone", "dark"],
+)
+def test_axe_finds_no_serious_or_critical_violation(
+    browser, live_server_url, alice, letta_agent, a_thread, width, height, scheme
+):
+    # The test injects axe's script: the app's CSP rightly refuses it, so this context ignores it.
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, color_scheme=scheme, bypass_csp=True
+    )
+    page = context.new_page()
+    found: dict[str, list[str]] = {}
+    try:
+        page.goto(f"{live_server_url}/login/")
+        found["login"] = axe_violations(page)
+        log_in(page, live_server_url)
+        page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
+        found["agent page"] = axe_violations(page)
+        page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+        page.wait_for_selector("#memory-panel .memory-block, #memory-error", state="attached")
+        page.wait_for_selector("#info-headline", state="attached")
+        found["thread with messages"] = axe_violations(page)
+        if width < 900:
+            page.click("#open-sidebar")
+            found["conversation drawer"] = axe_violations(page)
+            page.keyboard.press("Escape")
+        if width < 900:
+            page.click("#thread-actions-toggle")
+        page.click("#delete")
+        found["delete dialog"] = axe_violations(page)
+        page.keyboard.press("Escape")
+        page.goto(f"{live_server_url}/a/{letta_agent.letta_id}/")
+        if width < 900:
+            page.click("#open-sidebar")
+        page.click("#new-conversation")
+        page.wait_for_url("**/c/conv-*/")
+        page.wait_for_selector(".thread-inner[data-connection='open']")
+        found["empty conversation"] = axe_violations(page)
+        page.goto(f"{live_server_url}/me/data/")
+        found["my data"] = axe_violations(page)
+    finally:
+        context.close()
+    assert {page: v for page, v in found.items() if v} == {}
