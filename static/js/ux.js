@@ -63,7 +63,7 @@
     if (form.id === "composer") want("composer");
     else if (form.closest(".thread-rename")) want("renamed", form.getAttribute("data-conversation"), form);
     else if (form.closest("#delete-dialog")) want("list", "", form);
-    else if (form.querySelector("#new-conversation")) want("composer", "", form);
+    else if (form.querySelector("#new-conversation, #start-conversation")) want("composer", "", form);
     else if (form.querySelector("#stop, #retry-stalled")) want("composer");
   }, true);
   document.addEventListener("click", function (event) {

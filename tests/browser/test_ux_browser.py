@@ -626,9 +626,8 @@ def test_axe_finds_no_serious_or_critical_violation(
         found["delete dialog"] = axe_violations(page)
         page.keyboard.press("Escape")
         page.goto(f"{live_server_url}/a/{letta_agent.letta_id}/")
-        if width < 900:
-            page.click("#open-sidebar")
-        page.click("#new-conversation")
+        # On a phone the list is a drawer: the agent's page has its own New conversation.
+        page.click("#start-conversation" if width < 900 else "#new-conversation")
         page.wait_for_url("**/c/conv-*/")
         page.wait_for_selector(".thread-inner[data-connection='open']")
         found["empty conversation"] = axe_violations(page)
