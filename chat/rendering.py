@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import nh3
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -39,10 +43,26 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
     return highlight(code, lexer, _FORMATTER)
 
 
+# A reply's headings sit under the page's own: the conversation's title is the page's <h1> and its
+# panels' titles are <h2>, so a reply's "# Title" becomes <h3> (and "####" and below, <h6>).
+HEADING_SHIFT = 2
+
+
+def _demoted_heading(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    token = tokens[idx]
+    level = int(token.tag[1:])
+    token.tag = f"h{min(6, level + HEADING_SHIFT)}"
+    return str(renderer.renderToken(tokens, idx, options, env))
+
+
 @cache
 def _markdown() -> MarkdownIt:
     # Raw HTML in model output is shown as text, never passed through.
     md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight})
+    md.add_render_rule("heading_open", _demoted_heading)
+    md.add_render_rule("heading_close", _demoted_heading)
     return md.enable(["table", "strikethrough"])
 
 

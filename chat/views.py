@@ -350,7 +350,13 @@ def conversation_rename(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
             return _failure(request, exc.messages[0], conversation=conversation, status=400)
         context = _context(request, agent=conversation.agent.origin, conversation=conversation)
         return render(
-            request, f"{THREADS}#thread-header", {**context, "rename_error": exc.messages[0]}
+            request,
+            f"{THREADS}#thread-header",
+            {
+                **context,
+                "rename_error": exc.messages[0],
+                "rename_value": request.POST.get("summary", ""),
+            },
         )
     except LettaError as exc:
         return _failure(

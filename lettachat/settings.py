@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "chat.middleware.htmx_login_redirect",  # htmx asks while signed out: the whole page logs in
     "chat.middleware.private_pages",  # Cache-Control: private, no-store for logged-in people
 ]
 

@@ -23,8 +23,13 @@ class Node:
     def id(self) -> str:
         return self.attrs.get("id", "")
 
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+    def text(self, *, skip: str = "") -> str:
+        """The text inside, leaving out elements with the class ``skip``."""
+        return "".join(
+            c if isinstance(c, str) else c.text(skip=skip)
+            for c in self.children
+            if isinstance(c, str) or not skip or skip not in c.attrs.get("class", "").split()
+        )
 
     def find(self, dom_id: str) -> Node | None:
         for child in self.children:
@@ -98,9 +103,9 @@ class PageModel:
                     return
 
     def articles(self) -> list[tuple[str, str]]:
-        """(dom id, visible text) of each message, in order."""
+        """(dom id, visible text) of each message, in order (without the time it was written)."""
         return [
-            (c.id, " ".join(c.text().split()))
+            (c.id, " ".join(c.text(skip="msg-meta").split()))
             for c in self.messages.children
             if isinstance(c, Node) and c.tag == "article"
         ]

@@ -8,10 +8,21 @@ from tests.html_safety import assert_inert, inert_problems
 
 def test_markdown_is_rendered():
     html = render_markdown("# Title\n\n**bold** and `code`\n\n- one\n- two")
-    assert "<h1>Title</h1>" in html
+    assert "<h3>Title</h3>" in html
     assert "<strong>bold</strong>" in html
     assert "<code>code</code>" in html
     assert "<li>one</li>" in html
+
+
+def test_headings_in_a_reply_sit_below_the_pages_own():
+    """The thread's title is the page's h1 and its panels' titles h2: a reply starts at h3."""
+    html = render_markdown("# One\n\n## Two\n\n### Three\n\n#### Four\n\n###### Six")
+    assert "<h3>One</h3>" in html
+    assert "<h4>Two</h4>" in html
+    assert "<h5>Three</h5>" in html
+    assert "<h6>Four</h6>" in html
+    assert "<h6>Six</h6>" in html
+    assert "<h1>" not in html and "<h2>" not in html
 
 
 def test_code_blocks_are_highlighted():

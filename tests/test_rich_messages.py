@@ -94,7 +94,8 @@ async def test_an_abnormal_stop_reason_is_shown_with_the_turn(conversation, user
     run = await the_run(conversation)
     [line] = [f for f in frames if f"usage-{run.pk}" in f]
     assert elements(line)[0].text().strip() == (
-        "15 tokens (prompt 10, completion 5) · context 20 · stop reason: max_steps"
+        "15 tokens (prompt 10, completion 5) · context 20 · "
+        "Ended at the most steps the agent may take"
     )
     assert any(relay.STOP_REASONS["max_steps"] in f for f in frames), "and the note says why"
 
@@ -249,8 +250,9 @@ def test_the_page_shows_each_finished_turns_usage_after_its_last_message(
         f"usage-{second.pk}",
     ]
     assert shown[f"usage-{first.pk}"].text() == "102 tokens (prompt 101, completion 1) · context 51"
-    assert shown[f"usage-{second.pk}"].text() == (
-        "104 tokens (prompt 102, completion 2) · context 52 · stop reason: cancelled"
+    # Stopped: the thread says so already ("Stopped."); the line does not repeat it.
+    assert (
+        shown[f"usage-{second.pk}"].text() == "104 tokens (prompt 102, completion 2) · context 52"
     )
 
 

@@ -409,7 +409,11 @@ def test_deleting_removes_it_in_letta_then_here_and_goes_to_the_agent(
 def test_the_delete_button_asks_for_confirmation(logged_in, make_conversation, user):
     conversation = make_conversation(user, summary='Say "hi" <now>')
     html = logged_in.get(conversation.get_absolute_url()).content.decode()
-    assert 'hx-confirm="Delete “Say &quot;hi&quot; &lt;now&gt;”? It is deleted in Letta too' in html
+    assert 'aria-controls="delete-dialog"' in html
+    assert (
+        '<h2 id="delete-dialog-title" class="dialog-title">Delete “'
+        '<span class="delete-dialog-name">Say &quot;hi&quot; &lt;now&gt;</span>”?</h2>' in html
+    )
 
 
 def test_a_conversation_letta_no_longer_knows_is_deleted_here_anyway(

@@ -30,6 +30,34 @@ def test_anonymous_people_are_sent_to_log_in(client, conversation, agent):
         assert response["Location"].startswith(reverse("login")), url
 
 
+def test_an_htmx_request_without_a_session_sends_the_whole_page_to_log_in(client, conversation):
+    """Not a login form swapped into the thread: the browser goes, and comes back after."""
+    page = conversation.get_absolute_url()
+    for url in (
+        page,
+        reverse("letta_status"),
+        reverse("conversation_memory", args=[conversation.letta_id]),
+    ):
+        response = client.get(
+            url, headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver{page}"}
+        )
+        assert response.status_code == 200
+        assert response["HX-Redirect"] == f"/login/?next=%2Fc%2F{conversation.letta_id}%2F"
+        assert response.content == b""
+    response = client.post(
+        reverse("conversation_rename", args=[conversation.letta_id]),
+        {"summary": "x"},
+        headers={"HX-Request": "true", "HX-Current-URL": "https://elsewhere.example/steal"},
+    )
+    assert response["HX-Redirect"] == "/login/?next=%2F", "never back to another site"
+
+
+def test_without_htmx_the_login_redirect_is_an_ordinary_one(client, conversation):
+    response = client.get(conversation.get_absolute_url())
+    assert response.status_code == 302
+    assert "HX-Redirect" not in response
+
+
 def test_home_goes_to_the_first_visible_agent(logged_in, agent, hidden_agent):
     response = logged_in.get(reverse("home"))
     assert response.status_code == 302

@@ -37,3 +37,32 @@ def tool_arguments(arguments: str) -> str:
     """A tool call's arguments, readable: JSON indented, anything else as it came (escaped by
     the template like any text)."""
     return approvals.arguments_shown(arguments)
+
+
+# What an abnormal stop reason from Letta means, in words (the raw reason stays in the JSON export
+# and the staff console). None: the thread says it already (a Stop).
+STOP_REASON_WORDS: dict[str, str | None] = {
+    "cancelled": None,
+    "max_steps": "ended at the most steps the agent may take",
+    "max_tokens_exceeded": "cut off at the model's length limit",
+    "llm_api_error": "the AI model's service failed",
+    "invalid_llm_response": "the AI model's answer could not be read",
+    "invalid_tool_call": "the agent asked for a tool it cannot use",
+    "error": "something went wrong on the Letta server",
+    "requires_approval": "waiting for a tool call to be approved",
+    "context_window_overflow_in_system_prompt": "the agent's memory no longer fits its model",
+}
+
+
+@register.filter
+def stop_reason_words(reason: str) -> str | None:
+    """An abnormal end of a turn in plain words; None when nothing more needs saying."""
+    if reason in STOP_REASON_WORDS:
+        return STOP_REASON_WORDS[reason]
+    return "ended early"
+
+
+@register.filter
+def is_stop_note(error: str) -> bool:
+    """Whether a message's error line is the person's own Stop (said plainly, not as a fault)."""
+    return error.rstrip(".") == "Stopped" or error.startswith("Stopped:")

@@ -100,6 +100,9 @@ STOP_REASONS = {
     "max_tokens_exceeded": "The reply was cut off: it reached the model's token limit.",
     "cancelled": "Stopped.",
     "requires_approval": "The agent is waiting for a tool call to be approved.",
+    "llm_api_error": "The AI model's service failed during this reply. Please send it again.",
+    "invalid_llm_response": "The AI model gave an answer that could not be read. Please try again.",
+    "error": "Something went wrong on the Letta server during this reply. Please try again.",
 }
 STOPPED_NOTE = "Stopped."
 NOT_KEPT = "Stopped: the agent did not keep this turn, and will not remember it."
@@ -583,7 +586,7 @@ class ReplyRelay:
             if event.reason == "cancelled":
                 self.stop_note = STOPPED_NOTE
             else:
-                note = STOP_REASONS.get(event.reason, f"The reply ended early ({event.reason}).")
+                note = STOP_REASONS.get(event.reason, "The reply ended early.")
                 self.stop_note = self.stop_note or note
             self.run.stop_reason = event.reason
         elif isinstance(event, Usage):

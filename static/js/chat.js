@@ -4,12 +4,20 @@
 
   function messages() { return document.getElementById("messages"); }
 
+  // What scrolls the thread: the message list, or the whole page on short narrow screens
+  // (zoomed in), where the list grows and the page scrolls as one.
+  function scroller() {
+    var el = messages();
+    if (el && getComputedStyle(el).overflowY !== "visible") return el;
+    return document.scrollingElement || document.documentElement;
+  }
+
   function nearBottom(el) {
     return el.scrollHeight - el.scrollTop - el.clientHeight < 80;
   }
 
   function scrollToEnd() {
-    var el = messages();
+    var el = scroller();
     if (el) el.scrollTop = el.scrollHeight;
   }
 
@@ -25,12 +33,28 @@
 
   // Keep the newest message in view while it streams, unless the reader scrolled up.
   var stick = true;
-  document.addEventListener("scroll", function (event) {
-    if (event.target === messages()) stick = nearBottom(event.target);
+  // Scrolled up: a button brings the newest message back (and keeps it in view again).
+  function showJump() {
+    var jump = document.getElementById("jump-latest");
+    if (jump && jump.hidden !== stick) jump.hidden = stick;
+  }
+  document.addEventListener("scroll", function () {
+    var el = scroller();
+    stick = nearBottom(el);
+    showJump();
   }, true);
   document.addEventListener("htmx:wsAfterMessage", function () { if (stick) scrollToEnd(); });
+  document.addEventListener("lettachat:painted", function () { if (stick) scrollToEnd(); });
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); }
+    if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); showJump(); }
+  });
+  document.addEventListener("click", function (event) {
+    if (!(event.target instanceof Element) || !event.target.closest("#jump-latest")) return;
+    stick = true;
+    scrollToEnd();
+    showJump();
+    var box = document.getElementById("composer-input");
+    if (box && !box.disabled) box.focus({ preventScroll: true });
   });
   document.addEventListener("DOMContentLoaded", scrollToEnd);
 

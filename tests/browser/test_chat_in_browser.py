@@ -53,7 +53,9 @@ def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make
 
     # The message shows at once, and the box is emptied.
     page.wait_for_selector(".msg-user >> text=please count one two")
-    final = page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    final = page.wait_for_selector(
+        "#messages .msg-assistant:not(.msg-streaming) .msg-body", timeout=30_000
+    )
     assert final.inner_text() == f"Echo: {text}"
     assert page.input_value("#composer-input") == ""
 
@@ -66,8 +68,8 @@ def test_a_person_chats_and_sees_the_reply_stream_in(page, live_server_url, make
     # Reload: the whole exchange is read back from the mirror.
     page.reload()
     page.wait_for_selector("#messages .msg-assistant")
-    assert page.locator("#messages .msg-user").inner_text() == text
-    assert page.locator("#messages .msg-assistant").inner_text() == f"Echo: {text}"
+    assert page.locator("#messages .msg-user .msg-body").inner_text() == text
+    assert page.locator("#messages .msg-assistant .msg-body").inner_text() == f"Echo: {text}"
     assert list(Message.objects.values_list("message_type", flat=True)) == ["user", "assistant"]
     assert page.errors == []
 
@@ -148,7 +150,7 @@ def test_a_reload_mid_reply_shows_the_text_so_far_and_goes_on_streaming(
     page.wait_for_function(connected)
     page.wait_for_selector("#messages .msg-streaming")
     page.wait_for_selector('#reply-status[data-busy="false"]', timeout=30_000)
-    final = page.locator("#messages .msg-assistant").inner_text()
+    final = page.locator("#messages .msg-assistant .msg-body").inner_text()
     assert len(final.split()) == 120
     assert page.locator("#messages .msg-streaming").count() == 0
     assert page.locator("#messages .msg-assistant").count() == 1, "not shown twice"
@@ -187,7 +189,7 @@ def test_the_app_server_killed_mid_reply_comes_back_and_the_reply_finishes_once(
     assert len(stored.content.split()) == 200
     assert page.locator("#messages .msg-streaming").count() == 0
     assert page.locator("#messages .msg-assistant").count() == 1, "shown once"
-    shown = page.locator("#messages .msg-assistant").inner_text()
+    shown = page.locator("#messages .msg-assistant .msg-body").inner_text()
     assert " ".join(shown.split()) == " ".join(stored.content.split())
     assert page.errors == []
 
@@ -234,10 +236,10 @@ def test_two_tabs_on_two_server_processes_both_see_the_reply_live(
 
         stored = Message.objects.get(message_type="assistant").content
         for tab in pages:
-            assert tab.locator("#messages .msg-user").inner_text().startswith("hello from")
-            assert " ".join(tab.locator("#messages .msg-assistant").inner_text().split()) == (
-                " ".join(stored.split())
-            )
+            user_text = tab.locator("#messages .msg-user .msg-body").inner_text()
+            assert user_text.startswith("hello from")
+            reply = tab.locator("#messages .msg-assistant .msg-body").inner_text()
+            assert " ".join(reply.split()) == (" ".join(stored.split()))
         partials = watcher.evaluate("window.__partials")
         assert len({p for p in partials if p}) >= 2, "the other process's tab saw it stream"
     finally:

@@ -77,7 +77,9 @@ def test_the_chat_works_under_the_policy_with_no_violation(
     page.wait_for_function("document.querySelector('.thread-inner').dataset.connection === 'open'")
     page.fill("#composer-input", "hello under a strict policy")
     page.keyboard.press("Enter")
-    final = page.wait_for_selector("#messages .msg-assistant:not(.msg-streaming)", timeout=30_000)
+    final = page.wait_for_selector(
+        "#messages .msg-assistant:not(.msg-streaming) .msg-body", timeout=30_000
+    )
     assert final.inner_text() == "Echo: hello under a strict policy"
     assert page.input_value("#composer-input") == ""
 

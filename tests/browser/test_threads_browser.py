@@ -118,7 +118,7 @@ def test_older_messages_load_above_without_moving_what_is_in_view(
     assert page.locator("#load-older").count() == 0
     top_after = page.locator("article >> text='line 30'").bounding_box()["y"]
     assert abs(top_after - top_before) < 2, "the reader's place was kept"
-    texts = page.locator("#messages article").all_inner_texts()
+    texts = page.locator("#messages article .msg-body").all_inner_texts()
     assert texts == [f"line {i}" for i in range(130)]
     assert page.errors == []
 
@@ -197,7 +197,7 @@ def test_forking_opens_a_copy_and_says_edit_and_regenerate_are_unavailable_here(
     page.wait_for_selector(f"#conversation-list > li:first-child#conv-{fork.letta_id}")
     assert page.inner_text("#thread-title") == "Greetings (fork)"
     assert page.inner_text(".thread-origin") == "Forked from Greetings"
-    assert page.locator("#messages article").all_inner_texts() == [
+    assert page.locator("#messages article .msg-body").all_inner_texts() == [
         "hello there",
         "Echo: hello there",
     ]
@@ -215,18 +215,19 @@ def test_deleting_asks_first_then_removes_the_thread_here_and_in_letta(
 ):
     log_in(page, live_server_url)
     page.goto(f"{live_server_url}/c/{letta_conversation.letta_id}/")
-    asked = []
-
-    def answer(dialog):
-        asked.append(dialog.message)
-        dialog.dismiss() if len(asked) == 1 else dialog.accept()
-
-    page.on("dialog", answer)
-    page.click("#delete")  # dismissed: nothing happens
-    assert asked == ["Delete “Greetings”? It is deleted in Letta too, and cannot be undone."]
+    page.click("#delete")  # cancelled: nothing happens
+    dialog = page.locator("#delete-dialog")
+    assert dialog.is_visible()
+    assert page.inner_text("#delete-dialog-title") == "Delete “Greetings”?"
+    assert page.inner_text("#delete-dialog-text") == (
+        "It is deleted in Letta too, and cannot be undone."
+    )
+    page.click("#delete-cancel")
+    assert not dialog.is_visible()
     assert Conversation.objects.filter(pk=letta_conversation.pk).exists()
 
     page.click("#delete")
+    page.click("#delete-confirm")
     page.wait_for_url(f"**/a/{letta_conversation.agent.letta_id}/")
     page.wait_for_selector(f"#conv-{letta_conversation.letta_id}", state="detached")
     assert not Conversation.objects.filter(pk=letta_conversation.pk).exists()
