@@ -304,7 +304,7 @@ def test_long_arguments_are_folded_with_a_note():
     sink, out = terminal(width=100)
     feed(sink, events.ApprovalRequested(approval(arguments="x" * 5000)))  # one line, not JSON
     printed = lines(out)
-    assert "(folded: 3,800 more characters not shown; /history has it)" in printed[-2]
+    assert "  (folded: 3,800 more characters not shown; /history has it)" in printed
     assert sum(line.count("x") for line in printed) == 1200
 
 
