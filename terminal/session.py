@@ -465,6 +465,7 @@ class ChatSession:
             "y approves, n or Enter denies, any other text denies with it as the reason.",
             style="dim",
             highlight=False,
+            markup=False,
         )
 
     def quit(self, _: str) -> None:
