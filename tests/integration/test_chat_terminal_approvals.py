@@ -5,6 +5,7 @@ scripted model calls it: the terminal shows the request and asks ``approve? [y/N
 what it answers is checked against the database and against what Letta stored.
 """
 
+# ruff: noqa: F811  (the fixtures imported below are the tests' arguments)
 from __future__ import annotations
 
 import asyncio
