@@ -110,8 +110,8 @@ def arguments_folded(arguments: str) -> tuple[str, str]:
 
 
 def approval_request(approval: Approval, *, agent_name: str) -> Group:
-    """A pending request, compactly: who asks for which tool, its arguments (text, never markup),
-    and how to answer."""
+    """A pending request, compactly: who asks for which tool, and its arguments (text, never
+    markup). How to answer (``APPROVE_HELP``) is said by whoever asks."""
     calls = approval.tool_calls or [{"name": approval.message.name, "arguments": ""}]
     parts: list[RenderableType] = [
         Text.assemble(
@@ -130,7 +130,6 @@ def approval_request(approval: Approval, *, agent_name: str) -> Group:
             parts.append(Text(_indent(arguments), style="dim"))
         if folded:
             parts.append(Text(f"  {folded}", style="dim italic"))
-    parts.append(Text(APPROVE_HELP, style="dim"))
     return Group(*parts)
 
 
@@ -148,6 +147,18 @@ def approval_state(approval: Approval) -> Text:
             return Text(f"The request to use {tools} was answered in another client.", style="dim")
         case _:
             return note(f"The answer did not reach Letta: the request to use {tools} waits again.")
+
+
+def approval_elsewhere(approval: Approval) -> str:
+    """How a request was answered in another client (a browser tab, another terminal)."""
+    match approval.status:
+        case Approval.Status.APPROVED:
+            return "It was approved elsewhere."
+        case Approval.Status.DENIED:
+            why = f": {one_line(approval.reason)}" if approval.reason else "."
+            return f"It was denied elsewhere{why}"
+        case _:
+            return "It was answered in another client."
 
 
 def _indent(text: str) -> str:
@@ -183,7 +194,10 @@ def message(message: Message, *, agent_name: str) -> RenderableType:
         body = note(message.content)
     elif kind == Message.Type.APPROVAL:
         body = Text.assemble(
-            ("? asked to use ", "yellow"), tool_call(message.name, message.content)
+            ("? asked to use ", "yellow"),
+            (message.name or "a tool", "magenta"),
+            " ",
+            (one_line(message.content), "dim"),
         )
     else:
         body = Text(message.content, style="dim")

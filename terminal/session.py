@@ -311,6 +311,7 @@ class ChatSession:
         """Ask ``approve? [y/N/reason]`` for the (shown) pending ``approval``, and again for each
         request the continued reply makes, until none waits or the person leaves it waiting."""
         while approval is not None:
+            self._hint(render.APPROVE_HELP)
             answer = self._approval_question()
             if answer is None:
                 self._hint("The request waits: /approve or /deny [reason] answers it.")
@@ -389,7 +390,7 @@ class ChatSession:
         now = Approval.objects.filter(pk=approval.pk).first()
         if now is None or now.pending:
             return ""
-        return f" ({render.approval_state(now).plain})"
+        return f" {render.approval_elsewhere(now)}"
 
     def approve(self, reason: str) -> None:
         self._answer_command(approve=True, reason=reason)

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from conversations import events
+from conversations import approvals, events
 from conversations.events import Event, Outcome, Stamp
 from conversations.models import Approval, Conversation, Message
 from terminal import render
@@ -107,7 +107,7 @@ class TerminalSink:
                     self._print_message(message)
             case events.MessageChanged(message=message):
                 if message.message_type == Message.Type.USER and message.error:
-                    self._line(render.note(f"Your message: {message.error}"))
+                    self._line(render.note(f"Your message: {self._error(message.error)}"))
             case events.MemoryChanged(message=message, error=error):
                 if message.memory_change:
                     self._line(render.memory_change(message.memory_change))
@@ -144,6 +144,12 @@ class TerminalSink:
             self._stalled = False
         elif status.state == "stopping":
             self._line(Text("Stopping…", style="dim"))
+
+    @staticmethod
+    def _error(error: str) -> str:
+        if error == approvals.ANSWER_FIRST:  # the page's words speak of its box
+            return "the agent is waiting for your answer to its request to use a tool first."
+        return error
 
     # -- Approval requests ---------------------------------------------------------------------
 

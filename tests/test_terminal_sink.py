@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from conversations import events
+from conversations import approvals, events
 from conversations.models import Approval, Conversation, Message
 from conversations.selectors import TurnUsage
 from terminal.sink import TerminalSink, sender_of
@@ -278,7 +278,8 @@ def test_a_pending_request_is_shown_with_its_arguments_and_how_to_answer_it():
         '    "limit": 3',
         "  }",
     ]
-    assert printed[6].startswith("y approves · n or Enter denies · any other text denies")
+    assert printed[6] == "  420 tokens · context 420 · stop reason: requires_approval"
+    assert len(printed) == 7  # how to answer is said with the question, by the session
     assert sink.asking is asked and sink.finished
 
 
@@ -294,7 +295,7 @@ def test_long_arguments_are_folded_with_a_note():
     feed(sink, events.ApprovalRequested(approval(arguments=long)))
     printed = lines(out)
     assert printed[1:3] == ["  {", '    "key0": "vvvvvvvvvv",']
-    assert len(printed) == 1 + 12 + 2  # the header, 12 lines of arguments, the note, the help
+    assert len(printed) == 1 + 12 + 1  # the header, 12 lines of arguments, the note
     assert printed[12].endswith("…")
     assert re.fullmatch(
         r"  \(folded: 30 more lines, [\d,]+ more characters not shown; /history has it\)",
@@ -365,3 +366,12 @@ def test_back_at_the_prompt_a_request_is_still_kept_but_not_printed():
     asked = approval()
     feed(sink, events.ApprovalRequested(asked))
     assert out.getvalue() == "" and sink.asking is asked
+
+
+def test_a_message_letta_refused_for_a_waiting_request_says_so_in_the_terminals_words():
+    sink, out = terminal(width=120)
+    refused = message("user", "hello?", error=approvals.ANSWER_FIRST)
+    feed(sink, events.MessageChanged(refused))
+    assert lines(out) == [
+        "! Your message: the agent is waiting for your answer to its request to use a tool first."
+    ]

@@ -113,6 +113,9 @@ def test_a_request_is_asked_inline_waits_for_an_answer_and_approved_the_reply_go
     ours = mirror(conversation)
     assert ours[-1][0] == "assistant" and ours[-1][1].startswith(RETURNED)
 
+    said = terminal.run("/history")
+    assert f'? asked to use {TOOL} {{"query": "<b>tea</b> & biscuits"}}' in said
+
     # Nothing waits now: the message goes, and /approve says there is nothing to approve.
     assert "Nothing in this conversation is waiting for your approval." in terminal.run("/approve")
     assert "Echo: are you there now?" in terminal.run("are you there now?")
@@ -151,7 +154,7 @@ def test_a_denial_with_a_reason_reaches_the_agent_and_an_answer_given_elsewhere_
     said = flat(terminal.run("y"))
     assert (
         "This request has been answered already; nothing more was sent. "
-        f"(✓ Approved: {TOOL}.)" in said
+        "It was approved elsewhere." in said
     )
     assert answers_in_letta(letta_gateway, conversation) == 2  # one per request
     statuses = list(
