@@ -23,10 +23,7 @@ TOOL_RETURN_OK = "success"
 ARGUMENT_LINES = 12
 ARGUMENT_CHARS = 1200
 APPROVE_QUESTION = "approve? [y/N/reason] "
-APPROVE_HELP = (
-    "y approves · n or Enter denies · any other text denies, with it as the reason · "
-    "Ctrl-C leaves it waiting (/approve, /deny [reason])"
-)
+APPROVE_HELP = "y approves · n/Enter denies · other text denies, as the reason · Ctrl-C: later"
 
 
 def one_line(text: str) -> str:

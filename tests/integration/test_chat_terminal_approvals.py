@@ -77,7 +77,7 @@ def test_a_request_is_asked_inline_waits_for_an_answer_and_approved_the_reply_go
     assert re.search(REQUEST, said)
     # The arguments as they are, indented: the tags and the ampersand are not interpreted.
     assert '"query": "<b>tea</b> & biscuits"' in said
-    assert "y approves · n or Enter denies · any other text denies" in said
+    assert "y approves · n/Enter denies · other text denies, as the reason · Ctrl-C: later" in said
     approval = Approval.objects.get(conversation=conversation)
     assert approval.pending
 
