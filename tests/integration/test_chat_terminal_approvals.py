@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from conversations.models import Agent, Approval, Conversation
+from conversations.models import Agent, Approval, Conversation, Run
 from letta_gateway.client import LettaGateway
 from tests.integration.test_approvals_letta import (  # noqa: F401 (fixtures)
     ASK,
@@ -172,3 +172,33 @@ def test_a_denial_with_a_reason_reaches_the_agent_and_an_answer_given_elsewhere_
         t.child.sendline("/quit")
         assert t.exit_status() == 0
         assert "Traceback" not in t.text
+
+
+def test_ctrl_c_stops_the_reply_an_approval_continues_keeping_its_start(
+    chat, alice, approval_agent: Agent, letta_gateway: LettaGateway
+):
+    terminal = chat("--user", "alice", "--agent", approval_agent.letta_id)
+    # The model's reply after the tool's result sends its first word, then pauses a minute.
+    terminal.child.sendline(f"[[then_stall:60]] {ASK}")
+    terminal.expect(QUESTION)
+    conversation = Conversation.objects.get(owner=alice)
+    terminal.child.sendline("y")
+    terminal.expect(re.escape(f"✓ Approved: {TOOL}."))
+    terminal.expect(r"\nTool")  # the continuation's first word
+    terminal.interrupt()
+    said = terminal.until_prompt(timeout=30)
+    assert "Stopped. The partial reply is kept." in said
+
+    approval = Approval.objects.get(conversation=conversation)
+    assert approval.status == Approval.Status.APPROVED
+    assert approval.answer_run is not None
+    assert approval.answer_run.status == Run.Status.STOPPED
+    partial = conversation.messages.filter(message_type="assistant").latest("created_at")
+    assert partial.content.startswith("Tool") and partial.error == "Stopped."
+    assert answers_in_letta(letta_gateway, conversation) == 1
+
+    # Letta let go of the stopped run: the next message is answered.
+    assert "Echo: after the stop" in terminal.run("after the stop")
+    terminal.child.sendline("/quit")
+    assert terminal.exit_status() == 0
+    assert "Traceback" not in terminal.text
