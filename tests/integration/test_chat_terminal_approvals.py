@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import pytest
 
@@ -199,6 +200,47 @@ def test_ctrl_c_stops_the_reply_an_approval_continues_keeping_its_start(
 
     # Letta let go of the stopped run: the next message is answered.
     assert "Echo: after the stop" in terminal.run("after the stop")
+    terminal.child.sendline("/quit")
+    assert terminal.exit_status() == 0
+    assert "Traceback" not in terminal.text
+
+
+def test_a_request_made_in_another_client_is_found_by_a_message_asked_and_the_text_kept(
+    chat, alice, approval_agent: Agent, letta_gateway: LettaGateway
+):
+    terminal = chat("--user", "alice", "--agent", approval_agent.letta_id)
+    said = terminal.run("/new")
+    [letta_id] = re.findall(rf"New conversation ({CONV_ID})", said)
+    conversation = Conversation.objects.get(letta_id=letta_id)
+
+    async def ask_elsewhere() -> (
+        None
+    ):  # another client makes the agent ask; the mirror never saw it
+        async for _ in letta_gateway.astream_reply(
+            conversation_id=letta_id, text=ASK, otid=str(uuid.uuid4())
+        ):
+            pass
+
+    asyncio.run(ask_elsewhere())
+    assert not Approval.objects.filter(conversation=conversation).exists()
+
+    # A message meets it: Letta refuses the message, the request is shown and asked here.
+    terminal.child.sendline("hi there")
+    start = terminal.at
+    match = terminal.expect(QUESTION)
+    said = flat(terminal.text[start : match.start()])
+    assert re.search(REQUEST, said)
+    assert (
+        "Your message: the agent is waiting for your answer to its request to use a tool first."
+        in said
+    )
+    said = terminal.run("y")
+    assert f"✓ Approved: {TOOL}." in said and RETURNED in said
+    assert "Your text is back at the prompt." in said
+    terminal.expect(re.escape("hi there"))  # at the prompt again: Enter sends it now
+    said = terminal.run("")
+    assert "Echo: hi there" in said
+    assert answers_in_letta(letta_gateway, conversation) == 1
     terminal.child.sendline("/quit")
     assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.text
