@@ -103,7 +103,7 @@ def arguments_folded(arguments: str) -> tuple[str, str]:
         return shown, ""
     left = len(shown) - len(kept)
     more = f"{cut_lines} more line{'' if cut_lines == 1 else 's'}, " if cut_lines else ""
-    return kept + "…", f"(folded: {more}{left:,} more characters not shown; /history has it)"
+    return kept + "…", f"(folded: {more}{left:,} more characters not shown)"
 
 
 def approval_request(approval: Approval, *, agent_name: str) -> Group:

@@ -298,14 +298,14 @@ def test_long_arguments_are_folded_with_a_note():
     assert len(printed) == 1 + 12 + 1  # the header, 12 lines of arguments, the note
     assert printed[12].endswith("…")
     assert re.fullmatch(
-        r"  \(folded: 30 more lines, [\d,]+ more characters not shown; /history has it\)",
+        r"  \(folded: 30 more lines, [\d,]+ more characters not shown\)",
         printed[13],
     )
 
     sink, out = terminal(width=100)
     feed(sink, events.ApprovalRequested(approval(arguments="x" * 5000)))  # one line, not JSON
     printed = lines(out)
-    assert "  (folded: 3,800 more characters not shown; /history has it)" in printed
+    assert "  (folded: 3,800 more characters not shown)" in printed
     shown = [line.strip() for line in printed if set(line.strip()) <= {"x", "…"}]
     assert "".join(shown) == "x" * 1200 + "…"
 
