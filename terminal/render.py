@@ -14,10 +14,16 @@ from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.text import Text
 
-from conversations.models import Agent, Conversation, Message
+from conversations.approvals import arguments_shown
+from conversations.models import Agent, Approval, Conversation, Message
 from conversations.selectors import TurnUsage
 
 TOOL_RETURN_OK = "success"
+# An approval request's arguments: at most this many lines and characters, then a note.
+ARGUMENT_LINES = 12
+ARGUMENT_CHARS = 1200
+APPROVE_QUESTION = "approve? [y/N/reason] "
+APPROVE_HELP = "y approves · n/Enter denies · other text denies, as the reason · Ctrl-C: later"
 
 
 def one_line(text: str) -> str:
@@ -83,9 +89,86 @@ def usage(turn: TurnUsage) -> Text:
     return Text("  " + " · ".join(parts), style="dim")
 
 
+def arguments_folded(arguments: str) -> tuple[str, str]:
+    """A tool call's arguments, readable (JSON indented) and cut to ``ARGUMENT_LINES`` lines and
+    ``ARGUMENT_CHARS`` characters: (the text shown, a note saying what was left out, or "")."""
+    shown = arguments_shown(arguments)
+    lines = shown.splitlines()
+    kept = "\n".join(lines[:ARGUMENT_LINES])
+    cut_lines = len(lines) - min(len(lines), ARGUMENT_LINES)
+    cut_chars = len(kept) - ARGUMENT_CHARS
+    if cut_chars > 0:
+        kept = kept[:ARGUMENT_CHARS]
+    if not cut_lines and cut_chars <= 0:
+        return shown, ""
+    left = len(shown) - len(kept)
+    more = f"{cut_lines} more line{'' if cut_lines == 1 else 's'}, " if cut_lines else ""
+    return kept + "…", f"(folded: {more}{left:,} more characters not shown)"
+
+
+def approval_request(approval: Approval, *, agent_name: str) -> Group:
+    """A pending request, compactly: who asks for which tool, and its arguments (text, never
+    markup). How to answer (``APPROVE_HELP``) is said by whoever asks."""
+    calls = approval.tool_calls or [{"name": approval.message.name, "arguments": ""}]
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("? ", "bold yellow"),
+            (agent_name or "The agent", "bold cyan"),
+            (" asks to use ", "yellow"),
+            (approval.tool_names, "bold magenta"),
+            (" (your approval first):", "yellow"),
+        )
+    ]
+    for call in calls:
+        arguments, folded = arguments_folded(str(call.get("arguments") or ""))
+        if len(calls) > 1:
+            parts.append(Text(f"  {call.get('name') or 'tool'}:", style="magenta"))
+        if arguments:
+            parts.append(Text(_indent(arguments), style="dim"))
+        if folded:
+            parts.append(Text(f"  {folded}", style="dim italic"))
+    return Group(*parts)
+
+
+def approval_state(approval: Approval) -> Text:
+    """One line for a request's answer: approved, denied (and why), answered elsewhere, or
+    waiting again."""
+    tools = approval.tool_names
+    match approval.status:
+        case Approval.Status.APPROVED:
+            return Text(f"✓ Approved: {tools}.", style="green")
+        case Approval.Status.DENIED:
+            why = f": {one_line(approval.reason)}" if approval.reason else "."
+            return Text(f"✗ Denied {tools}{why}", style="yellow")
+        case Approval.Status.RESOLVED:
+            return Text(f"The request to use {tools} was answered in another client.", style="dim")
+        case _:
+            return note(f"The answer did not reach Letta: the request to use {tools} waits again.")
+
+
+def approval_elsewhere(approval: Approval) -> str:
+    """How a request was answered in another client (a browser tab, another terminal)."""
+    match approval.status:
+        case Approval.Status.APPROVED:
+            return "It was approved elsewhere."
+        case Approval.Status.DENIED:
+            why = f": {one_line(approval.reason)}" if approval.reason else "."
+            return f"It was denied elsewhere{why}"
+        case _:
+            return "It was answered in another client."
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
 def is_one_line(message: Message) -> bool:
     """Messages printed on a single line (cut to the width), not wrapped."""
-    return message.message_type in (Message.Type.TOOL_CALL, Message.Type.TOOL_RETURN)
+    return message.message_type in (
+        Message.Type.TOOL_CALL,
+        Message.Type.TOOL_RETURN,
+        Message.Type.APPROVAL,
+    )
 
 
 def message(message: Message, *, agent_name: str) -> RenderableType:
@@ -106,6 +189,13 @@ def message(message: Message, *, agent_name: str) -> RenderableType:
             body = Group(body, memory_change(message.memory_change))
     elif kind == Message.Type.ERROR:
         body = note(message.content)
+    elif kind == Message.Type.APPROVAL:
+        body = Text.assemble(
+            ("? asked to use ", "yellow"),
+            (message.name or "a tool", "magenta"),
+            " ",
+            (one_line(message.content), "dim"),
+        )
     else:
         body = Text(message.content, style="dim")
     if message.error and kind != Message.Type.ERROR:

@@ -10,6 +10,12 @@ relay of a reply runs on an asyncio loop in a thread of its own (``Loop``), so i
 heartbeat, a stop being settled) whatever the prompt does. Ctrl-C reaches the main thread: while
 a reply streams it stops the reply (Stop, as the page's button); at the prompt it says how to
 leave, and a second one leaves.
+
+Tool approvals: a reply that ends asking for the person's approval, or a conversation opened
+while a request waits, shows the request and asks ``approve? [y/N/reason]`` inline (``y``
+approves, ``n`` or Enter denies, any other text denies with it as the reason, Ctrl-C leaves it
+waiting for ``/approve`` or ``/deny``); the answer goes through the action the page uses, and the
+reply it continues streams like any other.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from conversations import actions, context, quotas, selectors, services, usage
-from conversations.models import Agent, Conversation
+from conversations import actions, approvals, context, quotas, selectors, services, usage
+from conversations.models import Agent, Approval, Conversation
 from conversations.relay import ReplyRelay
 from conversations.relay import registry as relays
 from letta_gateway import LettaError, get_gateway
@@ -265,6 +271,14 @@ class ChatSession:
                 "browser). Your text is back at the prompt: send it when the reply is done."
             )
             return
+        except actions.ApprovalPendingError as exc:
+            self.pending_text = text
+            self._say(
+                f"{agent_name} is waiting for your answer to its request to use "
+                f"{exc.approval.tool_names}: answer it first (/approve, or /deny [reason]). "
+                "Your text is back at the prompt."
+            )
+            return
         except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
             self.pending_text = text
             self._say(str(exc))
@@ -272,6 +286,8 @@ class ChatSession:
         if relay is None:  # nothing started here (cannot happen with a new otid): nothing to follow
             return
         self._follow(conversation, sink, relay, stop_now=bool(early))
+        if sink.asking is not None:
+            self._settle_approval(conversation, sink.asking)
         if sink.given_back is not None:
             self.pending_text = sink.given_back
             self._say("Your text is back at the prompt.")
@@ -288,6 +304,120 @@ class ChatSession:
         )
         # The relay was started just now and has not run yet: it is still registered here.
         return relays.running_here(conversation.pk)
+
+    # -- Approvals -------------------------------------------------------------------------------
+
+    def _settle_approval(self, conversation: Conversation, approval: Approval | None) -> None:
+        """Ask ``approve? [y/N/reason]`` for the (shown) pending ``approval``, and again for each
+        request the continued reply makes, until none waits or the person leaves it waiting."""
+        while approval is not None:
+            self._hint(render.APPROVE_HELP)
+            answer = self._approval_question()
+            if answer is None:
+                self._hint("The request waits: /approve or /deny [reason] answers it.")
+                return
+            word = answer.strip()
+            if word.lower() in ("y", "yes"):
+                approval = self._answer(conversation, approval, approve=True, reason="")
+            elif word.lower() in ("", "n", "no"):
+                approval = self._answer(conversation, approval, approve=False, reason="")
+            else:
+                approval = self._answer(conversation, approval, approve=False, reason=word)
+
+    def _approval_question(self) -> str | None:
+        """The line typed at ``approve? [y/N/reason]``; None for Ctrl-C or Ctrl-D (no answer)."""
+        try:
+            with interruptible():
+                return input(render.APPROVE_QUESTION)
+        except (KeyboardInterrupt, EOFError):
+            self.console.print()
+            return None
+
+    def _answer(
+        self, conversation: Conversation, approval: Approval, *, approve: bool, reason: str
+    ) -> Approval | None:
+        """Send the answer and follow the reply it continues (Ctrl-C stops it, as any reply);
+        the request that reply makes in turn, if it makes one."""
+        sink = TerminalSink(
+            self.console, sender=self.sender, agent_name=conversation.agent.origin.name
+        )
+        early: list[bool] = []
+
+        def hold() -> bool:
+            early.append(True)
+            return False
+
+        answering = self._start_answer(conversation, approval, sink, approve=approve, reason=reason)
+        try:
+            relay = wait(self.loop.submit(answering), hold)
+        except actions.ApprovalRefused as exc:
+            self._say(f"{exc}{self._answered_as(approval)}")
+            return None
+        except actions.ConversationBusy:
+            self._say(f"{conversation.agent.origin.name} is still answering in this conversation.")
+            return None
+        except (actions.ConversationReadOnly, quotas.QuotaExceeded) as exc:
+            self._say(str(exc))
+            return None
+        if relay is None:
+            return None
+        self._follow(conversation, sink, relay, stop_now=bool(early))
+        return sink.asking
+
+    async def _start_answer(
+        self,
+        conversation: Conversation,
+        approval: Approval,
+        sink: TerminalSink,
+        *,
+        approve: bool,
+        reason: str,
+    ) -> ReplyRelay | None:
+        await actions.approval_answer(
+            conversation=conversation,
+            user=self.user,
+            approval_pk=approval.pk,
+            approve=approve,
+            reason=reason,
+            sender=self.sender,
+            also=(sink,),
+        )
+        return relays.running_here(conversation.pk)
+
+    @staticmethod
+    def _answered_as(approval: Approval) -> str:
+        """How a request this terminal could not answer was answered (elsewhere)."""
+        now = Approval.objects.filter(pk=approval.pk).first()
+        if now is None or now.pending:
+            return ""
+        return f" {render.approval_elsewhere(now)}"
+
+    def approve(self, reason: str) -> None:
+        self._answer_command(approve=True, reason=reason)
+
+    def deny(self, reason: str) -> None:
+        self._answer_command(approve=False, reason=reason)
+
+    def _answer_command(self, *, approve: bool, reason: str) -> None:
+        conversation = self._require_conversation()
+        if conversation is None:
+            return
+        approval = approvals.approval_pending(conversation=conversation)
+        if approval is None:
+            self._say("Nothing in this conversation is waiting for your approval.")
+            return
+        then = self._answer(conversation, approval, approve=approve, reason=reason)
+        self._settle_approval(conversation, then)
+
+    def _ask_if_waiting(self, conversation: Conversation) -> None:
+        """A conversation just opened: a request of it that waits is shown and asked."""
+        approval = approvals.approval_pending(conversation=conversation)
+        if approval is None:
+            return
+        self.console.print(
+            render.approval_request(approval, agent_name=conversation.agent.origin.name)
+        )
+        self._settle_approval(conversation, approval)
 
     def _follow(
         self, conversation: Conversation, sink: TerminalSink, relay: ReplyRelay, *, stop_now: bool
@@ -332,9 +462,11 @@ class ChatSession:
         self.console.print(table)
         self.console.print(
             "Anything else is a message to the agent. Ctrl-C stops a reply; at the prompt, "
-            "Ctrl-C twice quits.",
+            "Ctrl-C twice quits. When the agent asks to use a tool, answer approve? [y/N/reason]: "
+            "y approves, n or Enter denies, any other text denies with it as the reason.",
             style="dim",
             highlight=False,
+            markup=False,
         )
 
     def quit(self, _: str) -> None:
@@ -447,6 +579,7 @@ class ChatSession:
         )
         if conversation.read_only:
             self.console.print(render.note(str(services.ConversationReadOnly())))
+        self._ask_if_waiting(conversation)
 
     def history(self, argument: str) -> None:
         conversation = self._require_conversation()
@@ -641,6 +774,10 @@ COMMANDS: dict[str, Command] = {
     "unarchive": Command(ChatSession.unarchive, "/unarchive", "bring it back to /list"),
     "delete": Command(ChatSession.delete, "/delete", "delete it, in Letta too (asks first)"),
     "fork": Command(ChatSession.fork, "/fork", "copy this conversation and continue the copy"),
+    "approve": Command(
+        ChatSession.approve, "/approve [reason]", "approve the tool request waiting here"
+    ),
+    "deny": Command(ChatSession.deny, "/deny [reason]", "deny it (the reason goes to the agent)"),
     "search": Command(ChatSession.search, "/search TEXT", "find conversations by title or text"),
     "help": Command(ChatSession.help, "/help", "this list"),
     "quit": Command(ChatSession.quit, "/quit", "leave (Ctrl-C twice, Ctrl-D too)"),

@@ -7,6 +7,11 @@ as markdown while it streams (a rich ``Live`` region), reasoning dimmed, each to
 return in one line. Text the agent did not take comes back (``TextGivenBack``) for this terminal
 only (its ``sender``), to be put back at the prompt. ``Resync`` and snapshots are for pages that
 catch up from a relay: a terminal that started the reply has seen all of it.
+
+A reply that ends asking for the person's approval (``ApprovalRequested``, pending) prints the
+request and leaves it in ``asking``, for the session to ask ``approve? [y/N/reason]`` once the
+reply is over; an answer (``ApprovalAnswered``: this terminal's own, one found given elsewhere,
+or one that never reached Letta) is one line, and updates ``asking``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from conversations import events
+from conversations import approvals, events
 from conversations.events import Event, Outcome, Stamp
-from conversations.models import Conversation, Message
+from conversations.models import Approval, Conversation, Message
 from terminal import render
 
 REFRESH_PER_SECOND = 12
@@ -53,6 +58,7 @@ class TerminalSink:
         self.agent_name = agent_name
         self.given_back: str | None = None  # the person's text, for the prompt
         self.outcome: Outcome | None = None
+        self.asking: Approval | None = None  # a request of this reply waiting for an answer
         self.quiet = False  # back at the prompt: what a relay still says is not printed
         self._finished = asyncio.Event()  # set in the loop that runs the relay
         self._draft: _Streaming | None = None
@@ -82,6 +88,9 @@ class TerminalSink:
             self.outcome = event.outcome
             self._finished.set()
             return
+        if isinstance(event, events.ApprovalRequested | events.ApprovalAnswered):
+            self._approval(event)
+            return
         if self.quiet:
             return
         match event:
@@ -98,7 +107,7 @@ class TerminalSink:
                     self._print_message(message)
             case events.MessageChanged(message=message):
                 if message.message_type == Message.Type.USER and message.error:
-                    self._line(render.note(f"Your message: {message.error}"))
+                    self._line(render.note(f"Your message: {self._error(message.error)}"))
             case events.MemoryChanged(message=message, error=error):
                 if message.memory_change:
                     self._line(render.memory_change(message.memory_change))
@@ -135,6 +144,28 @@ class TerminalSink:
             self._stalled = False
         elif status.state == "stopping":
             self._line(Text("Stopping…", style="dim"))
+
+    @staticmethod
+    def _error(error: str) -> str:
+        if error == approvals.ANSWER_FIRST:  # the page's words speak of its box
+            return "the agent is waiting for your answer to its request to use a tool first."
+        return error
+
+    # -- Approval requests ---------------------------------------------------------------------
+
+    def _approval(self, event: events.ApprovalRequested | events.ApprovalAnswered) -> None:
+        approval = event.approval
+        if approval.pending:
+            self.asking = approval
+        elif self.asking is not None and self.asking.pk == approval.pk:
+            self.asking = None
+        if self.quiet:
+            return
+        if isinstance(event, events.ApprovalRequested) and approval.pending:
+            self._close_draft()
+            self.console.print(render.approval_request(approval, agent_name=self.agent_name))
+        else:  # answered (or one found answered already when re-read)
+            self._line(render.approval_state(approval))
 
     # -- Drafts ----------------------------------------------------------------------------------
 

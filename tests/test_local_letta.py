@@ -161,6 +161,27 @@ def test_stall_pauses_after_first_token(client, model_url):
     assert content_events[3][0] - content_events[1][0] < 0.35
 
 
+def test_then_stall_pauses_only_the_reply_after_a_tool_result(client, model_url):
+    text = '[[tool:lookup {"q": 1}]] [[then_stall:0.4]] go'
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    after_the_tool = [
+        {"role": "system", "content": "You are a test."},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "found it"},
+    ]
+    events, done = _stream(client, model_url, _body(text, messages=after_the_tool))
+    assert done
+    content_events = [(t, d["content"]) for t, d in events if d.get("content")]
+    assert "".join(c for _, c in content_events) == "Tool lookup returned: found it"
+    assert content_events[1][0] - content_events[0][0] >= 0.35
+    # Without a tool result it is no stall, and not echoed.
+    events, done = _stream(client, model_url, _body("[[then_stall:0.4]] plain"))
+    content_events = [(t, d["content"]) for t, d in events if d.get("content")]
+    assert [c for _, c in content_events] == ["Echo:", " plain"]
+    assert content_events[1][0] - content_events[0][0] < 0.35
+
+
 def test_wait_says_nothing_at_all_before_the_first_token(client, model_url):
     started = time.monotonic()
     events, done = _stream(client, model_url, _body("[[wait:0.4]] later"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import pytest
 from rich.console import Console
 
-from conversations import events
-from conversations.models import Conversation, Message
+from conversations import approvals, events
+from conversations.models import Approval, Conversation, Message
 from conversations.selectors import TurnUsage
 from terminal.sink import TerminalSink, sender_of
 
@@ -243,3 +245,133 @@ def test_a_stored_message_whose_draft_was_not_seen_is_printed_whole(kind):
     sink, out = terminal()
     feed(sink, events.DraftStored(f"{kind}-9", message(kind, "whole text", name="t")))
     assert "whole text" in out.getvalue()
+
+
+# --- Tool approvals ----------------------------------------------------------------------------
+
+
+def approval(status: str = "pending", arguments: str = '{"query": "tea"}', **extra) -> Approval:
+    """An approval request as the relay hands it over (its message read with it), unsaved."""
+    calls = extra.pop("tool_calls", None) or [
+        {"id": "c1", "name": "web_search", "arguments": arguments}
+    ]
+    request = message("approval", calls[0]["arguments"], name=calls[0]["name"])
+    return Approval(message=request, tool_calls=calls, status=status, pk=7, **extra)
+
+
+def test_a_pending_request_is_shown_with_its_arguments_and_how_to_answer_it():
+    sink, out = terminal(width=100)
+    asked = approval(arguments='{"query": "[bold]tea[/bold] & <b>biscuits</b>", "limit": 3}')
+    feed(
+        sink,
+        events.ReplyStatus("answering", "Helper"),
+        events.ApprovalRequested(asked),
+        events.UsageReported(TurnUsage(1, 420, 400, 20, 420, "requires_approval")),
+        events.ReplyFinished("done"),
+    )
+    printed = lines(out)
+    assert printed[1] == "? Helper asks to use web_search (your approval first):"
+    # The arguments as JSON indented, as text: markup-like brackets are printed as they are.
+    assert printed[2:6] == [
+        "  {",
+        '    "query": "[bold]tea[/bold] & <b>biscuits</b>",',
+        '    "limit": 3',
+        "  }",
+    ]
+    assert printed[6] == "  420 tokens · context 420 · stop reason: requires_approval"
+    assert len(printed) == 7  # how to answer is said with the question, by the session
+    assert sink.asking is asked and sink.finished
+
+
+def test_a_requests_markup_is_never_interpreted_in_colour_either():
+    sink, out = terminal(color=True)
+    feed(sink, events.ApprovalRequested(approval(arguments='{"q": "[red]x[/red]"}')))
+    assert '"q": "[red]x[/red]"' in out.getvalue()
+
+
+def test_long_arguments_are_folded_with_a_note():
+    sink, out = terminal(width=160)
+    long = json.dumps({f"key{i}": "v" * 10 for i in range(40)})
+    feed(sink, events.ApprovalRequested(approval(arguments=long)))
+    printed = lines(out)
+    assert printed[1:3] == ["  {", '    "key0": "vvvvvvvvvv",']
+    assert len(printed) == 1 + 12 + 1  # the header, 12 lines of arguments, the note
+    assert printed[12].endswith("…")
+    assert re.fullmatch(
+        r"  \(folded: 30 more lines, [\d,]+ more characters not shown\)",
+        printed[13],
+    )
+
+    sink, out = terminal(width=100)
+    feed(sink, events.ApprovalRequested(approval(arguments="x" * 5000)))  # one line, not JSON
+    printed = lines(out)
+    assert "  (folded: 3,800 more characters not shown)" in printed
+    shown = [line.strip() for line in printed if set(line.strip()) <= {"x", "…"}]
+    assert "".join(shown) == "x" * 1200 + "…"
+
+
+def test_several_tool_calls_are_each_named():
+    sink, out = terminal(width=100)
+    calls = [
+        {"id": "a", "name": "web_search", "arguments": '{"q": 1}'},
+        {"id": "b", "name": "send_mail", "arguments": '{"to": "x"}'},
+    ]
+    feed(sink, events.ApprovalRequested(approval(tool_calls=calls)))
+    printed = lines(out)
+    assert printed[0] == "? Helper asks to use web_search, send_mail (your approval first):"
+    assert "  web_search:" in printed and "  send_mail:" in printed
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "line"),
+    [
+        ("approved", "", "✓ Approved: web_search."),
+        ("denied", "not\nnow [b]please[/b]", "✗ Denied web_search: not now [b]please[/b]"),
+        ("denied", "", "✗ Denied web_search."),
+        ("resolved", "", "The request to use web_search was answered in another client."),
+    ],
+)
+def test_an_answer_is_one_line_and_the_request_no_longer_asked(status, reason, line):
+    sink, out = terminal(width=100)
+    asked = approval()
+    feed(sink, events.ApprovalRequested(asked))
+    assert sink.asking is asked
+    out.truncate(0)
+    out.seek(0)
+    feed(sink, events.ApprovalAnswered(approval(status=status, reason=reason)))
+    assert lines(out) == [line]
+    assert sink.asking is None
+
+
+def test_an_answer_that_never_reached_letta_asks_again():
+    sink, out = terminal(width=100)
+    again = approval(status="pending")
+    feed(sink, events.ApprovalAnswered(again))
+    assert lines(out) == [
+        "! The answer did not reach Letta: the request to use web_search waits again."
+    ]
+    assert sink.asking is again
+
+
+def test_an_answered_request_re_read_from_letta_is_one_line_and_asks_nothing():
+    sink, out = terminal(width=100)
+    feed(sink, events.ApprovalRequested(approval(status="resolved")))
+    assert lines(out) == ["The request to use web_search was answered in another client."]
+    assert sink.asking is None
+
+
+def test_back_at_the_prompt_a_request_is_still_kept_but_not_printed():
+    sink, out = terminal()
+    sink.quiet = True
+    asked = approval()
+    feed(sink, events.ApprovalRequested(asked))
+    assert out.getvalue() == "" and sink.asking is asked
+
+
+def test_a_message_letta_refused_for_a_waiting_request_says_so_in_the_terminals_words():
+    sink, out = terminal(width=120)
+    refused = message("user", "hello?", error=approvals.ANSWER_FIRST)
+    feed(sink, events.MessageChanged(refused))
+    assert lines(out) == [
+        "! Your message: the agent is waiting for your answer to its request to use a tool first."
+    ]

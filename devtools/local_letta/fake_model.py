@@ -30,6 +30,8 @@ text that is echoed back, and can be combined (e.g. ``[[think:hmm]] [[stall:2]] 
                           the reply
     [[stall:N]]           after the first reply token, pause N seconds (float), then go on
     [[wait:N]]            before anything at all (no first token), wait N seconds (float)
+    [[then_stall:N]]      as [[stall:N]], but for the reply after a tool result (a tool
+                          call asked in the same message, then approved, say)
     [[fail:STATUS]]       answer at once with HTTP STATUS and an OpenAI-style error JSON.  The
                           response carries ``x-should-retry: false`` so the OpenAI SDK inside
                           Letta does not retry it (set FAKE_MODEL_FAIL_RETRY=1 to allow retries)
@@ -96,11 +98,23 @@ BLOCK_RE = re.compile(r"\[\[block:([A-Za-z0-9_\-/]+)\]\]")
 THINK_RE = re.compile(r"\[\[think:(.*?)\]\]", re.S)
 STALL_RE = re.compile(r"\[\[stall:([0-9]*\.?[0-9]+)\]\]")
 WAIT_RE = re.compile(r"\[\[wait:([0-9]*\.?[0-9]+)\]\]")
+THEN_STALL_RE = re.compile(r"\[\[then_stall:([0-9]*\.?[0-9]+)\]\]")
 FAIL_RE = re.compile(r"\[\[fail:(\d{3})\]\]")
 FAIL_MID_RE = re.compile(r"\[\[fail_mid\]\]")
 MARKDOWN_RE = re.compile(r"\[\[markdown\]\]")
 LONG_RE = re.compile(r"\[\[long:(\d+)\]\]")
-ALL_DIRECTIVES = (TOOL_RE, BLOCK_RE, THINK_RE, STALL_RE, WAIT_RE, FAIL_RE, FAIL_MID_RE, MARKDOWN_RE, LONG_RE)
+ALL_DIRECTIVES = (
+    TOOL_RE,
+    BLOCK_RE,
+    THINK_RE,
+    STALL_RE,
+    WAIT_RE,
+    THEN_STALL_RE,
+    FAIL_RE,
+    FAIL_MID_RE,
+    MARKDOWN_RE,
+    LONG_RE,
+)
 SLOW_RE = re.compile(r"\bslow\b")
 FAIL_MID_TOKENS = 3
 
@@ -244,6 +258,8 @@ def plan_reply(body: dict) -> Plan:
                 if tc.get("id") == last.get("tool_call_id"):
                     name = (tc.get("function") or {}).get("name", "?")
         plan.text = f"Tool {name} returned: {_text_of(last.get('content'))[:80]}"
+        if then := THEN_STALL_RE.search(user):
+            plan.stall = float(then.group(1))
     else:
         f = FAIL_RE.search(user)
         if f:
