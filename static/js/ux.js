@@ -216,7 +216,7 @@
     });
     var drawer = byId(id);
     if (!drawer) return;
-    var first = drawer.querySelector("a[aria-current='page'], a, button, summary, input");
+    var first = drawer.querySelector("a[aria-current='page'], a, button:not(.drawer-close), summary, input");
     if (id === "sidebar") first = drawer.querySelector(".conversation-list a[aria-current='page']") || first;
     if (!focusEl(first, false)) focusEl(drawer, false);
   }
@@ -240,7 +240,7 @@
       var id = button.getAttribute("aria-controls");
       if (drawerOpen() === id) closeDrawer(true);
       else openDrawer(id);
-    } else if (target.id === "drawer-scrim") {
+    } else if (target.id === "drawer-scrim" || target.closest(".drawer-close")) {
       closeDrawer(true);
     }
   });

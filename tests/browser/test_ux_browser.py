@@ -242,6 +242,33 @@ def test_on_narrow_screens_the_thread_takes_the_screen_and_lists_are_drawers(
         assert panels["right"] <= width + 1 and panels["left"] >= 0
         page.click("#drawer-scrim", position={"x": 5, "y": height - 5})
         page.wait_for_function("() => !document.body.hasAttribute('data-drawer')")
+
+        # Each drawer has a visible Close button at its top that returns focus to its opener.
+        for opener, drawer, name in [
+            ("#open-sidebar", "sidebar", "Close conversations"),
+            ("#open-panels", "side-panels", "Close memory and info"),
+        ]:
+            page.click(opener)
+            page.wait_for_function(
+                f"() => getComputedStyle(document.getElementById('{drawer}')).visibility"
+                " === 'visible'"
+            )
+            close = page.locator(f"#{drawer}").get_by_role("button", name=name, exact=True)
+            close.wait_for(state="visible")
+            assert close.inner_text().strip() == "Close"
+            close_box = close.bounding_box()
+            drawer_box = page.locator(f"#{drawer}").bounding_box()
+            assert close_box is not None and drawer_box is not None
+            assert close_box["width"] >= 24 and close_box["height"] >= 24, close_box
+            assert close_box["y"] - drawer_box["y"] < 40, "at the top of the drawer"
+            assert drawer_box["x"] <= close_box["x"] <= drawer_box["x"] + drawer_box["width"] - 24
+            close.click()
+            page.wait_for_function(
+                f"() => getComputedStyle(document.getElementById('{drawer}')).visibility"
+                " === 'hidden'"
+            )
+            assert page.evaluate(ACTIVE_ID) == opener.lstrip("#")
+            assert page.get_attribute(opener, "aria-expanded") == "false"
         assert errors == []
     finally:
         context.close()
@@ -254,6 +281,9 @@ def test_on_a_wide_screen_the_list_and_panels_stay_in_place(page, live_server_ur
     box = page.evaluate(LAYOUT)
     assert box["sidebarVisible"] == "visible"
     assert not page.locator("#open-sidebar").is_visible()
+    assert page.locator(".drawer-close").count() == 2
+    assert not page.locator(".drawer-close").first.is_visible()
+    assert not page.locator(".drawer-close").last.is_visible()
     assert box["panels"]["left"] > box["messages"]["right"] - 1
 
 
