@@ -8,8 +8,9 @@ top of RESULTS.md. ``bench/peer_openwebui.py`` (Open WebUI side by side; it inst
 in a virtualenv of its own) is not among them: run it by itself; its section is kept.
 Hand-written notes between ``<!-- BEGIN findings -->`` and ``<!-- END findings -->`` are kept.
 Needs PostgreSQL and Redis on their standard local ports, the local Letta server (started
-through the project's harness if it is not running), Chromium at /usr/bin/chromium and wrk (or
-http_throughput.py's own load generator).
+through the project's harness if it is not running), Chromium at /usr/bin/chromium, wrk (or
+http_throughput.py's own load generator) and npm (lighthouse.py installs Lighthouse into
+bench/node_modules).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ RUNS: list[tuple[str, list[str]]] = [
                                   "unpooled"]),
     ("soak", ["soak_resume.py"]),
     ("soak-faults", ["soak_faults.py"]),
+    ("lighthouse", ["lighthouse.py"]),
 ]  # fmt: skip
 SOAKS = {  # name: (title, what it does, target, summary row)
     "soak": (
@@ -213,6 +215,21 @@ def summary() -> str:
             rows.append(
                 (f"6. {target.split(' (')[0]}", target.split(" (", 1)[-1][:-1], c.verdict(ok))
             )
+    lighthouse = raw.get("lighthouse")
+    if lighthouse and lighthouse["pages"]:
+        lowest = {
+            k: min(p["scores"][k] for p in lighthouse["pages"])
+            for k in ("accessibility", "best-practices")
+        }
+        rows.append(
+            (
+                "Lighthouse accessibility and best practices >= 98 on every page, desktop and "
+                "mobile",
+                f"lowest: accessibility {lowest['accessibility']}, best practices "
+                f"{lowest['best-practices']} ({len(lighthouse['pages'])} runs)",
+                c.verdict(lighthouse["ok"]),
+            )
+        )
     for name, (_, _, _, row) in SOAKS.items():
         if soak := raw.get(name):
             rows.append((row, " ".join(soak["output"])[:260], c.verdict(soak["ok"])))
