@@ -178,6 +178,40 @@ async def test_approving_over_the_socket_sends_one_answer_and_the_reply_goes_on_
     assert (answered.status, answered.answered_by_id) == (Approval.Status.APPROVED, user.pk)
 
 
+async def test_an_answer_given_the_moment_the_request_shows_is_taken(
+    conversation, user, fake_gateway
+):
+    """A request is shown once its run is over: answered at once (a quick click, the terminal's
+    prompt), the answer starts the next run instead of meeting this one as "still answering"."""
+
+    class AnswersAtOnce(CollectingSink):
+        answered: list[Approval] = []
+
+        async def emit(self, conversation, event, stamp) -> None:
+            await super().emit(conversation, event, stamp)
+            if isinstance(event, events.ApprovalRequested):
+                self.answered.append(
+                    await actions.approval_answer(
+                        conversation=conversation,
+                        user=user,
+                        approval_pk=event.approval.pk,
+                        approve=True,
+                    )
+                )
+
+    sink = AnswersAtOnce()
+    fake_gateway.enqueue(asks())
+    fake_gateway.enqueue(goes_on("Found it."))
+    await actions.message_send(conversation=conversation, text="find tea", otid="", also=(sink,))
+    await settled()
+    assert len(sink.answered) == 1
+    assert len(fake_gateway.approvals_sent) == 1
+    assert ("assistant", "Found it.") in [
+        (m.message_type, m.content)
+        for m in await database_sync_to_async(lambda: list(conversation.messages.all()))()
+    ]
+
+
 async def test_a_denial_carries_its_reason_to_letta_and_shows_it(conversation, user, fake_gateway):
     approval = await ask(conversation, fake_gateway)
     fake_gateway.enqueue(goes_on("Fine, I will not."))

@@ -208,6 +208,7 @@ class ReplyRelay:
         if approval is not None:
             self.sent_otid = approval.otid
         self.asked: dict[str, _Asked] = {}  # approval requests streamed, by Letta message id
+        self.requests_made: list[ApprovalRequested] = []  # shown when the run is over
         self.sender = sender  # the client that sent the message: its text goes back there
         self.resume = resume
         self.sinks = sinks
@@ -771,6 +772,10 @@ class ReplyRelay:
         if usage := selectors.turn_usage_of(self.run):  # before the run ends: before a next turn
             await self._emit(UsageReported(usage))
         await db(services.run_finish)(run=self.run, status=status, error=error)
+        # Approval requests are shown once the run is over: an answer given the moment one
+        # shows then starts the next run, rather than meeting this one ("still answering").
+        for request in self.requests_made:
+            await self._emit(request)
         await self._emit(ReplyFinished(outcome))
         return Finished(
             outcome,
@@ -849,7 +854,7 @@ class ReplyRelay:
             )
             asking = asking or approval.pending
             if new:
-                await self._emit(ApprovalRequested(approval))
+                self.requests_made.append(ApprovalRequested(approval))
         return asking
 
     async def _reconcile(self) -> bool:
@@ -870,8 +875,7 @@ class ReplyRelay:
         made = await db(approvals.approvals_from_letta)(
             conversation=self.conversation, infos=infos, run=self.run
         )
-        for approval in made:
-            await self._emit(ApprovalRequested(approval))
+        self.requests_made += [ApprovalRequested(approval) for approval in made]
         return any(approval.pending for approval in made)
 
 
