@@ -107,7 +107,7 @@ async def test_stop_mid_stream_cancels_the_run_on_letta_and_keeps_the_partial_re
     assert partial.error == relay.STOPPED_NOTE
     [said] = [m for m in messages if m.message_type == "user"]
     assert said.error == relay.NOT_KEPT, "Letta keeps nothing of a cancelled turn: it says so"
-    assert any("Stopped." in f for f in frames)
+    assert any("Stopped: this is the part that came before the stop." in f for f in frames)
     assert await lettas_copy(letta_gateway, letta_conversation) == []
     assert await letta_gateway.acancel(conversation_id=letta_conversation.letta_id) is False, (
         "no run is left going on Letta"
