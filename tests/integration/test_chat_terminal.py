@@ -421,13 +421,16 @@ def test_a_page_open_on_the_conversation_shows_the_terminals_reply_once(
         loop.run_until_complete(page.until(is_idle))  # its catch-up: nothing yet
         assert page.transcript() == []
 
-        said = terminal.run("Hello to the terminal and the page")
-        assert "Echo: Hello to the terminal and the page" in said
+        # Long enough to come in several of Letta's batches: the page sees pieces appended.
+        terminal.run("Hello to the terminal and the page [[long:40]]")
         loop.run_until_complete(page.until(is_idle))
-        assert page.transcript() == [
-            "Hello to the terminal and the page",
-            "Echo: Hello to the terminal and the page",
+        stored = [
+            " ".join(m.content.split())
+            for m in conversation.messages.exclude(message_type="system").order_by("created_at")
         ]
+        assert stored[0] == "Hello to the terminal and the page [[long:40]]"
+        assert len(stored) == 2 and len(stored[1].split()) == 40
+        assert page.transcript() == stored  # each once
         assert any("beforeend:#stream-" in frame for frame in page.frames), "it streamed"
     finally:
         if page is not None and page.socket is not None:
