@@ -467,6 +467,21 @@ def message_record_error(*, conversation: Conversation, text: str) -> Message:
     )
 
 
+def _message_from_letta(*, conversation: Conversation, info: MessageInfo) -> Message:
+    """Mirror a message Letta stored that the stream did not give us."""
+    return Message.objects.create(
+        conversation=conversation,
+        letta_id=info.letta_id,
+        otid=info.otid,
+        message_type=info.message_type,
+        content=info.content,
+        name=info.name,
+        run_id=info.run_id,
+        # Letta's dates have whole seconds; arrival order is the order to show.
+        created_at=timezone.now(),
+    )
+
+
 def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -> list[Message]:
     """Make the mirror agree with what Letta stored; returns the messages it had to add.
 
@@ -487,17 +502,7 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
             ).update(letta_id=info.letta_id, run_id=info.run_id, error="")
             if pending:
                 continue
-        message = Message.objects.create(
-            conversation=conversation,
-            letta_id=info.letta_id,
-            otid=info.otid,
-            message_type=info.message_type,
-            content=info.content,
-            name=info.name,
-            run_id=info.run_id,
-            # Letta's dates have whole seconds; arrival order is the order to show.
-            created_at=timezone.now(),
-        )
+        message = _message_from_letta(conversation=conversation, info=info)
         added.append(message)
     return added
 
@@ -548,18 +553,7 @@ def message_settle_stopped(
             conversation=conversation, letta_id=info.letta_id, message_type=info.message_type
         ).first()
         if stored is None:
-            added.append(
-                Message.objects.create(
-                    conversation=conversation,
-                    letta_id=info.letta_id,
-                    otid=info.otid,
-                    message_type=info.message_type,
-                    content=info.content,
-                    name=info.name,
-                    run_id=info.run_id,
-                    created_at=timezone.now(),
-                )
-            )
+            added.append(_message_from_letta(conversation=conversation, info=info))
         elif (stored.content, stored.error) != (info.content, ""):
             stored.content = info.content
             stored.error = FINISHED_ANYWAY if stored.error else ""
