@@ -49,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.soak_resume import Page, free_port, start_server  # noqa: E402
+from bench.soak_resume import Page, free_port, new_conversation, start_server  # noqa: E402
 
 FAULTS = ("stop", "stop-early", "drop", "letta-pause", "letta-kill", "server-kill")
 SERVER_SETTINGS = {  # short bounds, so a soak of faults takes minutes, not hours
@@ -123,19 +123,6 @@ def make_fixtures() -> str:
     client = Client()
     client.force_login(user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-
-
-def new_conversation() -> str:
-    from django.contrib.auth import get_user_model
-
-    from conversations import services
-    from conversations.models import Agent
-    from letta_gateway import get_gateway
-
-    user = get_user_model().objects.get(username="soak")
-    agent = Agent.objects.filter(visible_to_users=True).first()
-    assert agent is not None
-    return services.conversation_create(gateway=get_gateway(), user=user, agent=agent).letta_id
 
 
 def stored_messages(conversation_id: str) -> dict[str, str]:
