@@ -413,17 +413,9 @@ class LettaGateway:
         The reply runs in the background on Letta, so it goes on if this stream breaks; resume it
         with ``astream_resume``. Sending the same ``otid`` again re-attaches to the same run.
         """
-        client = self._aclients()[1]
-        with _translated_errors():
-            stream = await client.conversations.messages.create(
-                conversation_id,
-                messages=[{"role": "user", "content": text, "otid": otid}],
-                stream_tokens=True,
-                background=True,
-                include_pings=True,
-            )
-            async for event in self._events(stream):
-                yield event
+        message = {"role": "user", "content": text, "otid": otid}
+        async for event in self._astream_background(conversation_id, message):
+            yield event
 
     def stream_reply(self, *, conversation_id: str, text: str, otid: str) -> Iterator[StreamEvent]:
         """Send one user message and yield the reply as it streams, token by token, in this thread:
@@ -455,7 +447,6 @@ class LettaGateway:
 
         Never retried: Letta takes a second answer as a new turn (a "keep-alive" message).
         """
-        client = self._aclients()[1]
         approvals: list[Any] = [
             {
                 "type": "approval",
@@ -465,10 +456,20 @@ class LettaGateway:
             }
             for a in answers
         ]
+        message = {"type": "approval", "approvals": approvals, "otid": otid}
+        async for event in self._astream_background(conversation_id, message):
+            yield event
+
+    async def _astream_background(
+        self, conversation_id: str, message: dict[str, Any]
+    ) -> AsyncIterator[StreamEvent]:
+        """Send one message as a background run (it goes on if this stream breaks) and yield
+        the reply, token by token, with Letta's pings."""
+        client = self._aclients()[1]
         with _translated_errors():
             stream = await client.conversations.messages.create(
                 conversation_id,
-                messages=[{"type": "approval", "approvals": approvals, "otid": otid}],
+                messages=[message],  # type: ignore[list-item]  # a dict of the SDK's message shapes
                 stream_tokens=True,
                 background=True,
                 include_pings=True,
