@@ -29,7 +29,7 @@ import readline
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +48,7 @@ from conversations.relay import registry as relays
 from letta_gateway import LettaError, get_gateway
 from lettachat.aio import db_close_connections
 from terminal import render
+from terminal.interrupt import NUDGE, ctrl_c, interruptible
 from terminal.sink import TerminalSink, sender_of
 
 logger = logging.getLogger(__name__)
@@ -67,9 +68,9 @@ class Loop:
         self.thread.start()
 
     def _run(self) -> None:
-        # Ctrl-C is the main thread's alone (the database threads started from here inherit
-        # this), so that it can hold one back until it is ready for it (``interruptible``).
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # Ctrl-C is the main thread's alone (``terminal.interrupt``; the database threads
+        # started from here inherit this).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, NUDGE})
         self.loop.run_forever()
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
@@ -86,18 +87,6 @@ class Loop:
             self.submit(cancel_all()).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Ctrl-C reaches this block (as ``KeyboardInterrupt``). Elsewhere it waits for the next
-    such block: the chat is never interrupted half-way through a command, and a second Ctrl-C
-    typed at once after the first finds the prompt ready for it."""
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def wait(future: concurrent.futures.Future[T], on_interrupt: Callable[[], bool]) -> T | None:
@@ -167,7 +156,7 @@ class ChatSession:
     # -- The prompt ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # see ``interruptible``
+        ctrl_c.install()  # see ``terminal.interrupt``
         self._welcome()
         interrupted = False  # the last thing at the prompt was a Ctrl-C
         try:
@@ -203,7 +192,7 @@ class ChatSession:
     def _read(self) -> str:
         text, self.pending_text = self.pending_text, ""
         if text:
-            readline.set_startup_hook(lambda: readline.insert_text(text))
+            readline.set_startup_hook(ctrl_c.quiet(lambda: readline.insert_text(text)))
         try:
             with interruptible():
                 return input(PROMPT)

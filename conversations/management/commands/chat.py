@@ -8,7 +8,6 @@ their conversations go to their own copy of it. /help lists the commands. Logs g
 ``var/chat.log``, not to the terminal.
 """
 
-import signal
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 
 from conversations import selectors
+from terminal.interrupt import ctrl_c
 from terminal.session import ChatSession, log_to_file
 
 
@@ -28,10 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--agent", default="", help="The agent to talk to (its Letta id).")
 
     def execute(self, *args: Any, **options: Any) -> str | None:
-        # Ctrl-C is for the chat's main thread alone (``terminal.session.interruptible``): held
-        # back from before anything starts a thread (the database pool does), so that every
-        # thread inherits the hold and a Ctrl-C always wakes the prompt, not another thread.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # Ctrl-C is taken by a thread of its own and given to the chat's main thread
+        # (``terminal.interrupt``): installed before anything starts a thread (the database pool
+        # does), so that every thread inherits the hold on SIGINT.
+        ctrl_c.install()
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
