@@ -102,7 +102,8 @@ class WebSink:
         if isinstance(event, events.Snapshot):
             await self._snapshot(event, stamp)
         elif isinstance(event, events.TextGivenBack):
-            if event.sender.startswith(SENDER_PREFIX):  # sent from a page: back into its box
+            # Sent from a page: back into its box, unless the message offers Retry (one route).
+            if event.sender.startswith(SENDER_PREFIX) and not event.retry_offered:
                 html = fragments.composer(conversation, text=event.text)
                 channel = event.sender.removeprefix(SENDER_PREFIX)
                 await layer().send(channel, _message(EVENT_TYPE, html, events.NO_STAMP))

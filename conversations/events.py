@@ -85,10 +85,15 @@ class MessageChanged:
 @dataclass(frozen=True, slots=True)
 class TextGivenBack:
     """A message the agent did not take: its text goes back to whoever sent it (``sender``: how
-    the sending client named itself; each sink recognises its own, e.g. "ws:<channel>")."""
+    the sending client named itself; each sink recognises its own, e.g. "ws:<channel>").
+
+    ``retry_offered``: the message is marked not sent, with a Retry button on the page. That
+    button is the page's one route to send it again (its box is left as the person left it);
+    the terminal, which has no button, puts the text back at its prompt in every case."""
 
     text: str
     sender: str
+    retry_offered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ async def test_a_second_send_while_answering_is_refused(conversation, user, fake
     ]
 
 
-async def test_when_letta_is_down_the_message_is_marked_and_the_text_given_back(
+async def test_when_letta_is_down_the_message_is_marked_and_offers_retry(
     conversation, user, fake_gateway
 ):
     # Refused: the send never reached Letta (its fate is known).
@@ -190,9 +190,9 @@ async def test_when_letta_is_down_the_message_is_marked_and_the_text_given_back(
 
     text = "\n".join(frames)
     assert "Not sent: The Letta server cannot be reached." in text
-    # The sender's box gets the text back.
-    restored = [f for f in frames if 'id="composer"' in f][-1]
-    assert "are you there?</textarea>" in restored
+    # Retry on the message is the one route to send it again: the box is left as it was.
+    assert any('class="secondary retry"' in f for f in frames), "Retry: the one route to resend"
+    assert not any("are you there?</textarea>" in f for f in frames)
     [stored] = await messages_of(conversation)
     assert stored.error == "The Letta server cannot be reached."
     assert stored.letta_id is None
@@ -215,11 +215,12 @@ async def test_an_error_inside_the_stream_keeps_the_partial_reply_and_says_so(
     await communicator.disconnect()
     stored = await messages_of(conversation)
     assert [(m.message_type, m.content, m.error) for m in stored] == [
-        # Letta did not keep the message of a failed turn: it is marked, its text given back.
+        # Letta did not keep the message of a failed turn: it is marked and offers Retry.
         ("user", "go", "The model failed."),
         ("assistant", "Half an", "The model failed."),
     ]
-    assert "go</textarea>" in [f for f in frames if 'id="composer"' in f][-1]
+    assert any('class="secondary retry"' in f for f in frames), "Retry: the one route to resend"
+    assert not any("go</textarea>" in f for f in frames)
 
 
 async def test_a_failed_turn_that_letta_kept_gets_a_note(

@@ -174,7 +174,8 @@ async def test_a_send_whose_fate_is_unknown_and_that_letta_never_got_is_not_sent
     await send_message(communicator, "go")
     frames = await frames_until_idle(communicator, timeout=10)
     await communicator.disconnect()
-    assert any("go</textarea>" in f for f in frames), "the text is back in the box"
+    assert any('class="secondary retry"' in f for f in frames), "Retry: the one route to resend"
+    assert not any("go</textarea>" in f for f in frames), "the box is left alone"
     assert await stored(conversation) == [("user", "go", relay.NOT_RECEIVED)]
 
 

@@ -58,8 +58,9 @@ async def test_a_run_letta_says_is_another_conversations_is_not_followed(
     frames = await frames_until_idle(communicator)
     assert not any("private" in f for f in frames)
     assert any("Letta matched this message to a reply in another conversation" in f for f in frames)
-    # The text is handed back to the box, and the message offers Retry.
-    assert any('id="composer"' in f and ">hello</textarea>" in f for f in frames)
+    # The message offers Retry, the one route to send it again: the box is left alone.
+    assert any('class="secondary retry"' in f for f in frames), "Retry: the one route to resend"
+    assert not any(">hello</textarea>" in f for f in frames)
     stored = await database_sync_to_async(
         lambda: list(conversation.messages.values_list("message_type", "content", "error"))
     )()

@@ -283,7 +283,7 @@ async def test_the_same_message_sent_twice_is_one_turn(conversation, user, fake_
     assert [kind for kind, _, _ in await stored(conversation)] == ["user", "assistant"]
 
 
-async def test_a_send_that_meets_a_running_reply_follows_it_and_gives_the_text_back(
+async def test_a_send_that_meets_a_running_reply_follows_it_and_offers_retry(
     conversation, user, fake_gateway
 ):
     fake_gateway.enqueue(LettaBusy("busy", run_id="run-other"))
@@ -293,7 +293,8 @@ async def test_a_send_that_meets_a_running_reply_follows_it_and_gives_the_text_b
     frames = await frames_until_idle(communicator)
     await communicator.disconnect()
     assert fake_gateway.resumed == [{"run_id": "run-other", "after_seq": None}]
-    assert any("are you there?</textarea>" in f for f in frames)
+    assert any('class="secondary retry"' in f for f in frames), "Retry: the one route to resend"
+    assert not any("are you there?</textarea>" in f for f in frames)
     assert await stored(conversation) == [
         (
             "user",

@@ -607,7 +607,7 @@ class ReplyRelay:
             )
             await self._emit(MessageChanged(message))
             if self.sender:
-                await self._emit(TextGivenBack(message.content, self.sender))
+                await self._emit(TextGivenBack(message.content, self.sender, retry_offered=True))
         await db(services.run_started)(run=self.run, letta_run_id=run_id)
 
     async def _piece(
@@ -744,7 +744,9 @@ class ReplyRelay:
                 await db(services.message_mark_failed)(message=user_message, error=failure)
                 await self._emit(MessageChanged(user_message))
                 if self.sender:
-                    await self._emit(TextGivenBack(user_message.content, self.sender))
+                    await self._emit(
+                        TextGivenBack(user_message.content, self.sender, retry_offered=True)
+                    )
         elif failure:
             await self._note(failure)
         elif stop_note:
