@@ -500,8 +500,19 @@ WATCHED = [
 
 # A page that waits this long for the next frame of a reply has lost one (the reply never ends).
 FRAME_TIMEOUT = 90.0
-TOKEN_FRAME = re.compile(r'(?:id="stream-[^"]*-text"|beforeend:#stream-[^"]*-text")>')
+# A frame that streams a draft: its start, a piece appended, or a reply's block being written
+# (formatted: that block is sent whole with each piece, so a stamp can come again).
+TOKEN_FRAME = re.compile(r'(?:id="stream-[^"]*-text"|(?:beforeend|innerHTML):#stream-[^"]*")>')
 STAMP = re.compile(r"t=(\d+\.\d+) ")
+
+
+def new_stamps(frame: str, seen: set[str]) -> tuple[list[str], int]:
+    """The upstream's stamps in the frame not seen before in this reply (now seen), and the
+    tokens it brings: one per new stamp (one for a frame with no stamp at all)."""
+    stamps = STAMP.findall(frame)
+    new = [s for s in dict.fromkeys(stamps) if s not in seen]
+    seen.update(new)
+    return new, len(new) if stamps else 1
 
 
 def idle(frame: str | bytes) -> bool:

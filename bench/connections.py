@@ -35,14 +35,15 @@ from relay_overhead import ERROR_FRAME
 
 async def stream_reply(ws: Any, expected: int) -> dict[str, Any]:
     tokens, latencies, error = 0, [], ""
+    seen: set[str] = set()
     try:
         await ws.send(json.dumps({"message": "connections", "otid": str(uuid.uuid4())}))
         while True:
             frame = await asyncio.wait_for(ws.recv(), timeout=c.FRAME_TIMEOUT)
             wall = time.time()
             if c.TOKEN_FRAME.search(frame):
-                stamps = c.STAMP.findall(frame)
-                tokens += max(1, len(stamps))
+                stamps, brought = c.new_stamps(frame, seen)
+                tokens += brought
                 latencies += [(wall - float(s)) * 1000 for s in stamps]
             elif ERROR_FRAME.search(frame):
                 error = "error shown"

@@ -98,6 +98,7 @@ async def relay_reply(ws: Any, text: str) -> Reply:
     reply = Reply(sent_at=time.time())
     started = time.perf_counter()
     try:
+        seen: set[str] = set()
         await ws.send(json.dumps({"message": text, "otid": str(uuid.uuid4())}))
         while True:
             frame = await asyncio.wait_for(ws.recv(), timeout=c.FRAME_TIMEOUT)
@@ -106,11 +107,11 @@ async def relay_reply(ws: Any, text: str) -> Reply:
                 if reply.tokens == 0:
                     reply.ttft = now - started
                 reply.ttlt = now - started
-                stamps = c.STAMP.findall(frame)
+                stamps, tokens = c.new_stamps(frame, seen)
                 reply.received.append(now)
                 if reply.tokens == 0 and stamps:
                     reply.first_stamp = float(stamps[0])
-                reply.tokens += max(1, len(stamps))
+                reply.tokens += tokens
                 reply.latencies += [(wall - float(s)) * 1000 for s in stamps]
             elif ERROR_FRAME.search(frame):
                 reply.error = "error shown: " + re.sub(r"<[^>]+>", " ", frame)[:200].strip()

@@ -13,6 +13,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from chat import rendering
 from conversations.models import Conversation, Message
 from conversations.selectors import TurnUsage
 from letta_gateway import MemoryBlockInfo
@@ -37,11 +38,36 @@ def stream_finished(stream_id: str, message: Message) -> str:
     )
 
 
+def _draft(stream_id: str, kind: str, text: str, name: str) -> dict[str, object]:
+    """The context of a draft's partial; a reply's text formatted in its two parts (see
+    ``reply_written``)."""
+    context: dict[str, object] = {"stream_id": stream_id, "kind": kind, "text": text, "name": name}
+    if kind == "assistant":
+        context["done"], context["being_written"] = rendering.render_streaming(text)
+    return context
+
+
 def stream_started(stream_id: str, kind: str, text: str, name: str = "") -> str:
-    return render_to_string(
-        f"{PAGE}#streaming-message",
-        {"stream_id": stream_id, "kind": kind, "text": text, "name": name},
+    return render_to_string(f"{PAGE}#streaming-message", _draft(stream_id, kind, text, name))
+
+
+def reply_written(stream_id: str, so_far: str, *, before: int) -> str:
+    """A reply's draft, formatted as it streams (``chat.rendering``): the blocks finished since
+    the text ended at ``before`` join ``stream-<id>-done``; ``stream-<id>-open`` shows the block
+    being written."""
+    start = rendering.streaming_cut(so_far[:before])
+    done, being_written = rendering.render_streaming(so_far, start)
+    parts = []
+    if done:
+        parts.append(
+            format_html('<div hx-swap-oob="beforeend:#stream-{}-done">{}</div>', stream_id, done)
+        )
+    parts.append(
+        format_html(
+            '<div hx-swap-oob="innerHTML:#stream-{}-open">{}</div>', stream_id, being_written
+        )
     )
+    return "".join(parts)
 
 
 def stream_token(stream_id: str, text: str) -> str:
@@ -96,10 +122,7 @@ def catch_up(
         inner += render_to_string(f"{PAGE}#message", {"message": message})
     if draft is not None:
         stream_id, kind, text, name = draft
-        inner += render_to_string(
-            f"{PAGE}#streaming-article",
-            {"stream_id": stream_id, "kind": kind, "text": text, "name": name},
-        )
+        inner += render_to_string(f"{PAGE}#streaming-article", _draft(stream_id, kind, text, name))
     if inner:
         parts.append(format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', inner))
     parts.append(status)

@@ -77,3 +77,64 @@ def render_markdown(text: str) -> SafeString:
         link_rel="noopener noreferrer nofollow",
     )
     return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above
+
+
+# -- A reply being written ----------------------------------------------------------------------
+# While a reply streams, its markdown is shown formatted, through the same renderer. Its text is
+# cut in two: the blocks already finished (rendered once each, appended to the page) and the block
+# still being written (rendered again with every piece, closed for the moment where it is open: a
+# code fence, "**" or "`" without their end). The whole reply, rendered as one, replaces both when
+# it is stored.
+
+_FENCES = ("```", "~~~")
+
+
+def streaming_cut(text: str) -> int:
+    """Where the finished blocks of ``text`` end: the start of the last line that follows a blank
+    line outside a code fence and is not indented (so a list item's continuation stays with its
+    item), or 0."""
+    cut = 0
+    fence = ""
+    blank_before = False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence):
+                fence = ""
+        elif stripped.startswith(_FENCES):
+            if blank_before and not line[:1].isspace() and position:
+                cut = position
+            fence = stripped[:3]
+        elif stripped and blank_before and not line[:1].isspace():
+            cut = position
+        blank_before = not stripped and not fence
+        position += len(line)
+    return cut
+
+
+def _closed_for_now(text: str) -> str:
+    """The block being written, with what it has opened and not yet closed closed for now."""
+    fence = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence and stripped.startswith(fence):
+            fence = ""
+        elif not fence and stripped.startswith(_FENCES):
+            fence = stripped[:3]
+    if fence:
+        return f"{text.rstrip(chr(10))}\n{fence}"
+    closed = text.rstrip()
+    if closed.count("`") % 2:
+        closed += "`"
+    if closed.replace("`", "").count("**") % 2 and not closed.endswith("**"):
+        closed += "**"
+    return closed
+
+
+def render_streaming(text: str, start: int = 0) -> tuple[SafeString, SafeString]:
+    """``text`` being written, from its finished block at ``start``: (the finished blocks after
+    ``start``, rendered; the block being written, rendered)."""
+    cut = max(start, streaming_cut(text))
+    done = render_markdown(text[start:cut]) if cut > start else SafeString()
+    return done, render_markdown(_closed_for_now(text[cut:]))

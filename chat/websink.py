@@ -70,6 +70,8 @@ def _html(conversation: Conversation, event: Event) -> list[str]:
             return [fragments.drafts_dropped() + fragments.resync_request()]
         case events.DraftStarted(draft=draft):
             return [fragments.stream_started(draft.stream_id, draft.kind, draft.text, draft.name)]
+        case events.TextAppended(stream_id=stream_id, text=text, kind="assistant", so_far=so_far):
+            return [fragments.reply_written(stream_id, so_far, before=len(so_far) - len(text))]
         case events.TextAppended(stream_id=stream_id, text=text):
             return [fragments.stream_token(stream_id, text)]
         case events.DraftStored(stream_id=stream_id, message=message):

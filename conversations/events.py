@@ -54,10 +54,13 @@ class DraftStarted:
 
 @dataclass(frozen=True, slots=True)
 class TextAppended:
-    """More of a draft's text (or a tool call's arguments)."""
+    """More of a draft's text (or a tool call's arguments); for a reply (``kind`` "assistant"),
+    ``so_far`` is its whole text with this piece (the page shows it formatted as it streams)."""
 
     stream_id: str
     text: str
+    kind: str = ""
+    so_far: str = ""
 
 
 @dataclass(frozen=True, slots=True)

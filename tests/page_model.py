@@ -1,16 +1,24 @@
 """What a page shows, rebuilt from the websocket's HTML frames the way htmx applies them.
 
 Only the out-of-band swaps lettachat sends are modelled: appending to ``#messages``, appending
-text to a streamed draft, replacing an element by id, and deleting the drafts. Enough to say what
+text to a streamed draft, replacing a streamed reply's block being written, replacing an element
+by id, and deleting the drafts. Enough to say what
 a person would read, so tests and the soak can count lost and repeated characters.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 VOID = {"input", "br", "hr", "img", "meta", "link"}
+_PIECE = re.compile(r'hx-swap-oob="(?:beforeend|innerHTML):#stream-')
+
+
+def streams_a_piece(frame: str) -> bool:
+    """The frame adds to a draft being streamed (a reply's formatted block included)."""
+    return _PIECE.search(frame) is not None
 
 
 @dataclass
@@ -90,6 +98,10 @@ class PageModel:
             target = self.messages.find(how.removeprefix("beforeend:#"))
             if target is not None:
                 target.children.extend(node.children)
+        elif how.startswith("innerHTML:#"):
+            target = self.messages.find(how.removeprefix("innerHTML:#"))
+            if target is not None:
+                target.children = list(node.children)
         elif how == "delete:#messages .msg-streaming":
             self.messages.children = [
                 c for c in self.messages.children
@@ -111,5 +123,6 @@ class PageModel:
         ]
 
     def draft(self, stream_id: str) -> str | None:
+        """The visible text of a draft (spaces as the page shows them, as in ``articles``)."""
         node = self.messages.find(f"stream-{stream_id}-text")
-        return node.text() if node is not None else None
+        return " ".join(node.text().split()) if node is not None else None

@@ -74,7 +74,7 @@ async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     frames = []
     while not frames or not is_idle(frames[-1]):
         frames.append(await communicator.receive_from(timeout=10))
-        if f"stream-assistant-{message_id}-text" in frames[-1]:
+        if f"stream-assistant-{message_id}-" in frames[-1]:
             fake_gateway.step()  # the model's next piece comes once this one is on the page
     await communicator.disconnect()
 
@@ -82,11 +82,13 @@ async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     # The box is emptied for the sender, the message appears, escaped.
     assert 'id="composer"' in frames[0]
     assert "hi &lt;b&gt;you&lt;/b&gt;" in text
-    # The first token starts a draft; each later token is its own frame, appended to it.
-    assert f'id="stream-assistant-{message_id}-text">Hello</div>' in text
-    assert f'beforeend:#stream-assistant-{message_id}-text"> there</span>' in text
-    assert f'beforeend:#stream-assistant-{message_id}-text"> **friend**</span>' in text
-    # Then the draft is replaced by the rendered markdown.
+    # The first token starts a draft; each later token is its own frame, formatted as it comes:
+    # the block being written, replaced.
+    draft = f"stream-assistant-{message_id}"
+    assert f'id="{draft}-open"><p>Hello</p>\n</div>' in text
+    assert f'innerHTML:#{draft}-open"><p>Hello there</p>\n</div>' in text
+    assert f'innerHTML:#{draft}-open"><p>Hello there <strong>friend</strong></p>' in text
+    # Then the draft is replaced by the stored message's rendered markdown.
     assert f'hx-swap-oob="outerHTML:#stream-assistant-{message_id}"' in text
     assert "<strong>friend</strong>" in text
 

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import require
+from tests.page_model import streams_a_piece
 from tests.servers import ROOT, free_port, wait_for_port
 
 pytestmark = [pytest.mark.production_stack, pytest.mark.integration]
@@ -267,7 +268,7 @@ def test_two_gunicorn_workers_share_conversations_and_stream_replies_across(
         assert listed.status_code == 200 and conversation in listed.text
 
         frames = asyncio.run(two_tabs(tab, log, conversation))
-        tokens = [f for f in frames if 'hx-swap-oob="beforeend:#stream-' in f]
+        tokens = [f for f in frames if streams_a_piece(f)]
         assert len(tokens) >= 3, frames  # live, piece by piece, not only the final message
         assert frames.index(tokens[0]) < len(frames) - 1
         assert "slow hello from tab A" in "".join(frames)

@@ -1,8 +1,11 @@
 """Model markdown becomes safe HTML."""
 
+import re
+
 import pytest
 
-from chat.rendering import render_markdown
+from chat import fragments
+from chat.rendering import render_markdown, render_streaming, streaming_cut
 from tests.html_safety import assert_inert, inert_problems
 
 
@@ -60,3 +63,33 @@ def test_links_are_marked_external():
     html = render_markdown("[Letta](https://letta.com)")
     assert 'href="https://letta.com"' in html
     assert 'rel="noopener noreferrer nofollow"' in html
+
+
+def test_a_reply_being_written_is_cut_after_its_finished_blocks():
+    assert streaming_cut("Hello **wor") == 0
+    text = "# Title\n\nPara one.\n\nPara tw"
+    assert text[: streaming_cut(text)] == "# Title\n\nPara one.\n\n"
+    # A list item's indented continuation stays with its item; a code fence is one block.
+    assert streaming_cut("1. a\n\n   more of a") == 0
+    text = "Look:\n\n```py\nx = 1\n\ny = 2\n"
+    assert text[: streaming_cut(text)] == "Look:\n\n"
+
+
+def test_what_a_reply_has_opened_shows_closed_while_it_is_written():
+    assert render_streaming("Hello **wor") == ("", "<p>Hello <strong>wor</strong></p>\n")
+    assert render_streaming("Use `pri") == ("", "<p>Use <code>pri</code></p>\n")
+    done, being_written = render_streaming("Look:\n\n```\nx = 1\n")
+    assert done == "<p>Look:</p>\n"
+    assert being_written == "<pre><code>x = 1\n</code></pre>\n"
+
+
+def test_the_pieces_of_a_reply_build_the_reply_formatted():
+    # Each piece's fragment appends the blocks it finished and replaces the one being written:
+    # put together as the page does, they are the whole reply rendered.
+    text = "# Plan\n\nFirst **this**.\n\n- one\n- two\n\nThen `that`."
+    done, being_written = [], ""
+    for end in range(1, len(text) + 1):
+        html = fragments.reply_written("s", text[:end], before=end - 1)
+        done += re.findall(r'beforeend:#stream-s-done">(.*?)</div>', html, re.S)
+        [being_written] = re.findall(r'innerHTML:#stream-s-open">(.*?)</div>', html, re.S)
+    assert "".join(done) + being_written == render_markdown(text)

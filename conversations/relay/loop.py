@@ -627,7 +627,8 @@ class ReplyRelay:
             if name and not draft.name:
                 draft.name = name
             if text:
-                await self._emit(TextAppended(draft.stream_id, text))
+                so_far = draft.text if kind == "assistant" else ""
+                await self._emit(TextAppended(draft.stream_id, text, kind, so_far))
             return
         await self._finish_draft()
         # Letta gives a step's reasoning and its answer one id: the kind tells them apart.

@@ -407,6 +407,7 @@
 
   function paint() {
     var now = performance.now();
+    paintReplies(now);
     queues = queues.filter(function (q) { return q.target.isConnected && q.text.length > 0; });
     queues.forEach(function (q) {
       var left = Math.max(1, Math.round((q.deadline - now) / TICK_MS));
@@ -419,8 +420,71 @@
     });
     queues = queues.filter(function (q) { return q.text.length > 0; });
     document.dispatchEvent(new CustomEvent("lettachat:painted"));
-    if (!queues.length) { clearInterval(timer); timer = 0; }
+    if (!queues.length && !replies.length) { clearInterval(timer); timer = 0; }
   }
+
+  // A reply is streamed formatted (chat/rendering.py): its finished blocks are appended to
+  // #stream-<id>-done, the block being written replaces #stream-<id>-open. The page keeps the
+  // whole of it off screen and shows a growing prefix of its text, cut inside the formatted
+  // blocks, so the reveal is as smooth as for plain text and formatting never flickers.
+
+  var replies = [];  // {body, full, shown, deadline}
+
+  function replyFor(body) {
+    for (var i = 0; i < replies.length; i++) if (replies[i].body === body) return replies[i];
+    var r = { body: body, full: body.cloneNode(true), shown: body.textContent.length, deadline: 0 };
+    replies.push(r);
+    return r;
+  }
+
+  // A copy of ``full`` with only its first ``count`` characters of text (and no element after).
+  function prefixOf(full, count) {
+    var copy = full.cloneNode(true);
+    var walker = document.createTreeWalker(copy, NodeFilter.SHOW_TEXT);
+    var left = count;
+    var node;
+    while ((node = walker.nextNode())) {
+      if (node.data.length <= left) { left -= node.data.length; continue; }
+      node.data = node.data.slice(0, left);
+      for (var cut = node; cut && cut !== copy; cut = cut.parentNode) {
+        while (cut.nextSibling) cut.parentNode.removeChild(cut.nextSibling);
+      }
+      break;
+    }
+    return copy;
+  }
+
+  function paintReplies(now) {
+    replies = replies.filter(function (r) { return r.body.isConnected; });
+    replies.forEach(function (r) {
+      var text = r.full.textContent;
+      if (r.shown >= text.length) return;
+      var left = Math.max(1, Math.round((r.deadline - now) / TICK_MS));
+      var count = Math.max(1, Math.ceil((text.length - r.shown) / left));
+      var space = text.indexOf(" ", r.shown + count);
+      if (space !== -1 && space - (r.shown + count) < 6) count = space + 1 - r.shown;
+      r.shown = Math.min(text.length, r.shown + count);
+      var shown = prefixOf(r.full, r.shown);
+      r.body.replaceChildren.apply(r.body, Array.prototype.slice.call(shown.childNodes));
+    });
+    replies = replies.filter(function (r) { return r.shown < r.full.textContent.length; });
+  }
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var detail = event.detail;
+    var target = detail && detail.target;
+    var part = target && /^stream-.*-(done|open)$/.exec(target.id || "");
+    if (!part || reducedMotion.matches || !target.closest(".msg-streaming")) return;
+    detail.shouldSwap = false;
+    var r = replyFor(target.parentNode);
+    var into = r.full.querySelector(part[1] === "done" ? ".md-done" : ".md-open");
+    var nodes = Array.prototype.slice.call(detail.fragment.cloneNode(true).childNodes);
+    if (part[1] === "done") nodes.forEach(function (n) { into.appendChild(n); });
+    else into.replaceChildren.apply(into, nodes);
+    r.shown = Math.min(r.shown, r.full.textContent.length);
+    r.deadline = performance.now() + PAINT_MS;
+    if (!timer) timer = setInterval(paint, TICK_MS);
+  });
 
   document.addEventListener("htmx:oobBeforeSwap", function (event) {
     var detail = event.detail;

@@ -532,14 +532,18 @@ RECORD_PAINTING = """
     if (!draft) return;
     const text = draft.textContent;
     const last = window.__states[window.__states.length - 1];
-    if (!last || last.text !== text) window.__states.push({t: performance.now(), text: text});
+    if (!last || last.text !== text) {
+      window.__states.push({t: performance.now(), text: text,
+                            strong: draft.querySelectorAll('strong').length,
+                            code: draft.querySelectorAll('code').length});
+    }
   }).observe(document.getElementById('messages'),
              {childList: true, subtree: true, characterData: true});
 }
 """
 
 
-def stream_a_long_reply(page, live_server_url, letta_agent) -> str:
+def stream_a_long_reply(page, live_server_url, letta_agent, text: str = "") -> str:
     log_in(page, live_server_url)
     page.wait_for_url(f"**/a/{letta_agent.letta_id}/")
     page.click("#new-conversation")
@@ -548,7 +552,7 @@ def stream_a_long_reply(page, live_server_url, letta_agent) -> str:
     page.evaluate(RECORD_PAINTING)
     # 64 words, 0.03 s apart in the scripted model: ~2 s of text that Letta's background run hands
     # on in 0.5 s batches.
-    text = "please count " + " ".join(["one two three four five six seven eight"] * 8)
+    text = text or "please count " + " ".join(["one two three four five six seven eight"] * 8)
     page.fill("#composer-input", text)
     page.keyboard.press("Enter")
     wait_reply_done(page)
@@ -565,11 +569,32 @@ def test_the_reply_is_painted_progressively_between_batches(
     assert page.locator("#reply-placeholder").count() == 0, "replaced by the reply"
 
     states = page.evaluate("window.__states")
-    assert all(whole.startswith(s["text"]) for s in states)
+    # What shows is the start of the reply (the markdown paragraph's closing newline aside).
+    assert all(whole.startswith(s["text"].rstrip("\n")) for s in states)
     span = (states[-1]["t"] - states[0]["t"]) / 1000
     assert span > 0.5, f"the reply streamed over {span:.2f} s"
     rate = (len(states) - 1) / span
     assert rate >= 10, f"{len(states)} visible states in {span:.2f} s: {rate:.1f}/s"
+    assert page.errors == []
+
+
+def test_markdown_is_formatted_while_the_reply_streams(page, live_server_url, alice, letta_agent):
+    # The scripted model echoes the message, a word every 0.03 s, in Letta's 0.5 s batches.
+    words = " ".join(["one two three four five six seven eight"] * 3)
+    text = f"please format **{words}** then `{words}` and **done**"
+    stream_a_long_reply(page, live_server_url, letta_agent, text)
+    states = page.evaluate("window.__states")
+    assert len(states) > 10
+    # Bold and code showed as such while the reply was still being written, never as markup,
+    # and nothing formatted went back to plain (no flicker).
+    assert not any("**" in s["text"] or "`" in s["text"] for s in states)
+    first_strong = next(i for i, s in enumerate(states) if s["strong"])
+    first_code = next(i for i, s in enumerate(states) if s["code"])
+    assert first_strong < first_code < len(states) - 1, "formatted before the reply ended"
+    assert all(s["strong"] for s in states[first_strong:])
+    assert all(s["code"] for s in states[first_code:])
+    reply = page.locator("#messages .msg-assistant .msg-body")
+    assert reply.locator("strong").count() == 2 and reply.locator("code").count() == 1
     assert page.errors == []
 
 

@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from conversations import services
 from conversations.models import Agent, Message
+from tests.page_model import streams_a_piece
 from tests.websocket import frames_until_idle, open_socket, send_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -56,11 +57,7 @@ async def test_a_long_reply_reaches_the_page_in_pieces_as_letta_sends_them(
     await send_message(communicator, "[[long:60]]")  # 60 words, 0.03 s apart: about 2 s
     frames = await frames_until_idle(communicator, timeout=30)
     await communicator.disconnect()
-    pieces = [
-        f
-        for f in frames
-        if 'id="stream-assistant-' in f or 'hx-swap-oob="beforeend:#stream-assistant-' in f
-    ]
+    pieces = [f for f in frames if 'id="stream-assistant-' in f or streams_a_piece(f)]
     assert len(pieces) >= 2, "the reply arrives in pieces"
 
 

@@ -16,7 +16,7 @@ from conversations import relay, services
 from conversations.models import Message, Run
 from conversations.relay import registry
 from devtools.local_letta import harness
-from tests.page_model import PageModel
+from tests.page_model import PageModel, streams_a_piece
 from tests.websocket import frames_until_idle, open_socket, send_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -55,7 +55,7 @@ async def until(communicator, predicate, page: PageModel | None = None, timeout:
 
 
 def token(frame: str) -> bool:
-    return "beforeend:#stream-" in frame
+    return streams_a_piece(frame)
 
 
 async def test_a_dropped_socket_resumes_the_reply_with_nothing_lost_or_repeated(

@@ -19,6 +19,7 @@ from conversations import relay, services
 from conversations.models import Message
 from conversations.relay import registry
 from devtools.local_letta import harness
+from tests.page_model import streams_a_piece
 from tests.websocket import frames_until_idle, is_idle, open_socket, send_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -60,7 +61,7 @@ async def until(communicator, predicate, timeout: float = 30) -> str:
 
 
 def token(frame: str) -> bool:
-    return "beforeend:#stream-" in frame or 'id="stream-assistant' in frame
+    return streams_a_piece(frame) or 'id="stream-assistant' in frame
 
 
 async def opened(conversation, user):

@@ -24,7 +24,7 @@ from conversations import services
 from lettachat.shutdown import CLOSE_RESTARTING
 from tests.conftest import require
 from tests.live import LiveServer, server_env
-from tests.page_model import PageModel
+from tests.page_model import PageModel, streams_a_piece
 from tests.websocket import is_idle
 
 pytestmark = [
@@ -119,7 +119,7 @@ def cookie_of(user) -> str:
 
 
 def token(frame: str) -> bool:
-    return "beforeend:#stream-" in frame
+    return streams_a_piece(frame)
 
 
 async def lettas_reply(gateway, conversation) -> str:
