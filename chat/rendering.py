@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import nh3
 from django.utils.html import escape
@@ -66,8 +66,26 @@ def _markdown() -> MarkdownIt:
     return md.enable(["table", "strikethrough"])
 
 
+# A stored message's text is rendered again for every page that shows it; the same text gives the
+# same HTML, so each process keeps the last 2048 (by their text). Long ones are not kept, so the
+# memory this takes stays small: a few MB for replies of usual length, at worst about 50 MB.
+RENDERED_KEPT = 2048
+KEPT_UP_TO_CHARS = 8_000
+
+
 def render_markdown(text: str) -> SafeString:
     """Markdown to HTML safe to put in a page: no script, no handlers, only http(s) links."""
+    if len(text) <= KEPT_UP_TO_CHARS:
+        return _render_kept(text)
+    return _render(text)
+
+
+@lru_cache(maxsize=RENDERED_KEPT)
+def _render_kept(text: str) -> SafeString:
+    return _render(text)
+
+
+def _render(text: str) -> SafeString:
     html = _markdown().render(text)
     clean = nh3.clean(
         html,
@@ -136,5 +154,6 @@ def render_streaming(text: str, start: int = 0) -> tuple[SafeString, SafeString]
     """``text`` being written, from its finished block at ``start``: (the finished blocks after
     ``start``, rendered; the block being written, rendered)."""
     cut = max(start, streaming_cut(text))
-    done = render_markdown(text[start:cut]) if cut > start else SafeString()
-    return done, render_markdown(_closed_for_now(text[cut:]))
+    # Not kept (``render_markdown``): each is seen once.
+    done = _render(text[start:cut]) if cut > start else SafeString()
+    return done, _render(_closed_for_now(text[cut:]))

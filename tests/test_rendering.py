@@ -93,3 +93,16 @@ def test_the_pieces_of_a_reply_build_the_reply_formatted():
         done += re.findall(r'beforeend:#stream-s-done">(.*?)</div>', html, re.S)
         [being_written] = re.findall(r'innerHTML:#stream-s-open">(.*?)</div>', html, re.S)
     assert "".join(done) + being_written == render_markdown(text)
+
+
+def test_a_stored_messages_html_is_kept_but_not_a_long_ones_or_a_drafts():
+    from chat import rendering
+
+    text = "Kept **once**, shown on every page."
+    assert render_markdown(text) is render_markdown(text)
+    long = "word " * (rendering.KEPT_UP_TO_CHARS // 5 + 1)
+    assert render_markdown(long) == render_markdown(long)
+    assert render_markdown(long) is not render_markdown(long)
+    before = rendering._render_kept.cache_info().currsize
+    render_streaming("A draft, **half")
+    assert rendering._render_kept.cache_info().currsize == before

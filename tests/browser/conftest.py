@@ -39,7 +39,10 @@ def app_server(transactional_db, letta_url, letta_api_key, tmp_path) -> Iterator
     try:
         yield server
     finally:
-        server.stop()
+        # Killed, not stopped: a graceful stop waits for replies still running to be handed over
+        # (up to LETTACHAT_SHUTDOWN_SECONDS), which no browser test looks at; the tests of
+        # shutdown itself are tests/integration/test_processes.py.
+        server.kill()
 
 
 @pytest.fixture
