@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from conversations.models import Agent, Conversation
 from devtools.local_letta import harness
@@ -51,6 +52,22 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+class FewIterationsPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's hasher with few iterations: the tests make hundreds of users, and each hash took
+    0.45 s. The count is part of the hash, so a server process of the tests (with the real
+    hasher) still checks these passwords (and hashes them again, in full, at login)."""
+
+    iterations = 1_000
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(settings):
+    settings.PASSWORD_HASHERS = [
+        "tests.conftest.FewIterationsPBKDF2PasswordHasher",
+        *settings.PASSWORD_HASHERS,
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation, Message
 
@@ -186,6 +187,12 @@ def a_thread(alice, letta_agent):
     return conversation
 
 
+TOP_BAR = """() => [...document.querySelectorAll('.topbar a, .topbar button')]
+  .filter((e) => e.offsetParent !== null)
+  .map((e) => { const r = e.getBoundingClientRect();
+                return [e.textContent.trim(), r.left, r.right, (r.top + r.bottom) / 2]; })"""
+
+
 @pytest.mark.parametrize(
     ("width", "height", "share"),
     [(390, 844, 0.7), (640, 400, 0.6), (320, 256, 0.35)],
@@ -200,6 +207,8 @@ def test_on_narrow_screens_the_thread_takes_the_screen_and_lists_are_drawers(
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # A staff member's top bar is the widest (its Admin link): it must fit too.
+    get_user_model().objects.filter(pk=a_thread.owner_id).update(is_staff=True)
     try:
         log_in(page, live_server_url)
         page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
@@ -211,6 +220,12 @@ def test_on_narrow_screens_the_thread_takes_the_screen_and_lists_are_drawers(
         shoot(page, f"narrow-{width}x{height}")
         box = page.evaluate(LAYOUT)
         assert box["scrollW"] <= width, "nothing runs past the right edge"
+        bar = page.evaluate(TOP_BAR)
+        assert [name for name, left, right, _ in bar if left < 0 or right > width] == [], bar
+        assert "Admin" in [name for name, *_ in bar]
+        if width >= 390:
+            middles = [middle for *_, middle in bar]
+            assert max(middles) - min(middles) < 6, f"one row: {bar}"
         assert box["composer"]["right"] <= width and box["composer"]["left"] >= 0
         assert box["shown"] >= share * height, box
         assert box["sidebarVisible"] == "hidden", "the list is a closed drawer"
