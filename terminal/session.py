@@ -27,9 +27,11 @@ import logging
 import os
 import readline
 import signal
+import sys
+import termios
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +102,24 @@ def wait(future: concurrent.futures.Future[T], on_interrupt: Callable[[], bool])
                 if on_interrupt():
                     future.cancel()
                     return None
+
+
+@contextlib.contextmanager
+def no_echo() -> Iterator[None]:
+    """While a reply is drawn, the terminal echoes nothing typed (a ``^C`` or typed-ahead keys
+    would land inside the reply being redrawn, and leave a second copy of its lines)."""
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    if fd < 0 or not os.isatty(fd):
+        yield
+        return
+    before = termios.tcgetattr(fd)
+    quiet = list(before)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, before)
 
 
 def ask(question: str) -> str:
@@ -436,10 +456,11 @@ class ChatSession:
 
         if stop_now:
             stop()
-        wait(self.loop.submit(over()), stop)
-        if stopping:
-            self.console.print("Telling Letta to stop… (Ctrl-C: stop waiting)", style="dim")
-        wait(self.loop.submit(done()), lambda: True)
+        with no_echo():
+            wait(self.loop.submit(over()), stop)
+            if stopping:
+                self.console.print("Telling Letta to stop… (Ctrl-C: stop waiting)", style="dim")
+            wait(self.loop.submit(done()), lambda: True)
         sink.quiet = True  # back at the prompt
 
     # -- Commands --------------------------------------------------------------------------------

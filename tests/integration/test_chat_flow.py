@@ -93,15 +93,17 @@ def test_bootstrap_makes_a_demo_agent_visible_and_a_first_login(
 
 
 @pytest.mark.parametrize("directive", ["[[fail:500]]", "[[fail_mid]]"])
-async def test_a_failing_model_gives_a_clear_error_and_keeps_the_text(
+async def test_a_failing_model_gives_a_clear_error_and_offers_retry(
     letta_gateway, letta_conversation, user, directive
 ):
     communicator, _, _ = await open_socket(letta_conversation.letta_id, user=user)
     await send_message(communicator, f"tell me {directive}")
     frames = await frames_until_idle(communicator, timeout=30)
     await communicator.disconnect()
-    restored = [f for f in frames if 'id="composer"' in f][-1]
-    assert f"tell me {directive}</textarea>" in restored
+    # The message keeps its text and offers Retry, the one route to send it again: the box is
+    # left as the person left it.
+    assert any('class="secondary retry"' in f for f in frames)
+    assert not any(f"tell me {directive}</textarea>" in f for f in frames)
     [user_message] = await database_sync_to_async(
         lambda: list(Message.objects.filter(conversation=letta_conversation, message_type="user"))
     )()

@@ -177,6 +177,7 @@ async def test_a_send_that_times_out_on_a_hanging_letta_is_never_a_second_turn(
         assert ("assistant", "Echo: are you there") in await lettas_copy(
             letta_gateway, letta_conversation
         )
-    else:  # it did not: said so, and the text is back in the box
-        assert any("are you there</textarea>" in f for f in frames)
+    else:  # it did not: said so, with Retry (the box is left alone)
+        assert any('class="secondary retry"' in f for f in frames)
+        assert not any("are you there</textarea>" in f for f in frames)
     await assert_mirror_says_what_letta_kept(letta_gateway, letta_conversation)
