@@ -210,8 +210,11 @@ def session_cookie(user) -> str:
 def bench_agent(letta_id: str, name: str = "bench agent"):
     from conversations.models import Agent
 
+    # Shared: the bench's conversations are on this agent itself (a personal agent's own
+    # conversations go to a person's copy, made in Letta, which the scripted upstream has not).
     agent, _ = Agent.objects.update_or_create(
-        letta_id=letta_id, defaults={"name": name, "visible_to_users": True}
+        letta_id=letta_id,
+        defaults={"name": name, "visible_to_users": True, "sharing": Agent.Sharing.SHARED},
     )
     return agent
 
@@ -251,6 +254,8 @@ WITHOUT = {
     "sweep": "channels' own in-memory layer (a sweep of every channel on every receive and "
     "group send)",
     "merge": "every piece relayed as its own fragment, even when pieces queue up",
+    "pubsub": "page fragments over channels_redis's own layer (lists in Redis, round trips per "
+    "message) rather than its pub/sub layer",
 }
 
 
@@ -503,7 +508,9 @@ FRAME_TIMEOUT = 90.0
 # A frame that streams a draft: its start, a piece appended, or a reply's block being written
 # (formatted: that block is sent whole with each piece, so a stamp can come again).
 TOKEN_FRAME = re.compile(r'(?:id="stream-[^"]*-text"|(?:beforeend|innerHTML):#stream-[^"]*")>')
-STAMP = re.compile(r"t=(\d+\.\d+) ")
+# The scripted upstream's token: "t=<time, 6 decimals> ". Not its trailing space: a formatted
+# reply's last word has none (markdown trims a paragraph), and a stamp then counted a token late.
+STAMP = re.compile(r"t=(\d+\.\d{6})")
 
 
 def new_stamps(frame: str, seen: set[str]) -> tuple[list[str], int]:

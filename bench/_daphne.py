@@ -115,6 +115,8 @@ def without(fixes: set[str]) -> None:
 
     if "sweep" in fixes:
         settings.CHANNEL_LAYERS["default"]["BACKEND"] = "channels.layers.InMemoryChannelLayer"
+    if "pubsub" in fixes:
+        settings.CHANNEL_LAYERS.pop(settings.FRAGMENTS_LAYER, None)
     django.setup()
     if "threads" in fixes:
         from channels.db import database_sync_to_async
@@ -135,7 +137,21 @@ def without(fixes: set[str]) -> None:
         ReplyRelay._merge_queued = lambda self, delta: delta  # type: ignore[method-assign]
 
 
+def dump_tasks_on_sigusr2() -> None:
+    """``kill -USR2 <daphne>`` writes every asyncio task's stack to the log (a stuck bench)."""
+    import asyncio
+    import signal
+
+    def dump(*_: object) -> None:
+        for task in asyncio.all_tasks(asyncio.get_event_loop()):
+            task.print_stack(file=sys.stdout)
+        sys.stdout.flush()
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 if __name__ == "__main__":
+    dump_tasks_on_sigusr2()
     if os.environ.get("BENCH_WITHOUT"):
         without(set(os.environ["BENCH_WITHOUT"].split(",")))
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # a diagnosis: the GIL's hand-over period

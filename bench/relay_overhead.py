@@ -4,6 +4,7 @@
     uv run python bench/relay_overhead.py --layer redis        # the same on the Redis layer
     uv run python bench/relay_overhead.py --upstream letta     # the real Letta server, 1 and 5
     uv run python bench/relay_overhead.py --sweep 50,100,200   # where the relay saturates
+    uv run python bench/relay_overhead.py --layer redis --processes 2 --watch-elsewhere
 
 At each concurrency N, rounds alternate (ABBA) between N replies read straight from the upstream
 with the letta-client SDK (the limit: what a client of Letta itself gets) and N replies read
@@ -22,7 +23,11 @@ that point. ``--profile`` samples daphne with py-spy during the highest concurre
 
 daphne is started for the run on a throwaway PostgreSQL database (``bench_relay_*``) with
 ``LETTACHAT_SEND_RATE=100000/1`` and ``LETTACHAT_MAX_SOCKETS_PER_USER=5000`` (one bench user holds
-all sockets), the in-memory channel layer or Redis (``--layer``).
+all sockets), the in-memory channel layer or Redis (``--layer``). ``--processes N`` (Redis) starts
+N daphnes: conversation i's socket is on process i mod N, so the replies spread over all of
+them. With ``--watch-elsewhere`` each conversation has a second socket, on the next process: the
+message is sent on one and the reply measured on the other, so every token crosses processes (a
+person with two tabs, each on another process).
 """
 
 from __future__ import annotations
@@ -94,12 +99,13 @@ async def direct_reply(client: Any, conversation_id: str, text: str) -> Reply:
     return reply
 
 
-async def relay_reply(ws: Any, text: str) -> Reply:
+async def relay_reply(ws: Any, text: str, sender: Any = None) -> Reply:
+    """The reply as ``ws`` receives it; the message is sent on ``sender`` (default: ``ws``)."""
     reply = Reply(sent_at=time.time())
     started = time.perf_counter()
     try:
         seen: set[str] = set()
-        await ws.send(json.dumps({"message": text, "otid": str(uuid.uuid4())}))
+        await (sender or ws).send(json.dumps({"message": text, "otid": str(uuid.uuid4())}))
         while True:
             frame = await asyncio.wait_for(ws.recv(), timeout=c.FRAME_TIMEOUT)
             now, wall = time.perf_counter(), time.time()
@@ -197,7 +203,12 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     import httpx
     from letta_client import AsyncLetta  # noqa: TID251 - the direct read is the SDK itself
 
-    base_url, cookie, daphne_pid = setup["base_url"], setup["cookie"], setup["daphne_pid"]
+    base_urls, cookie, daphne_pids = setup["base_urls"], setup["cookie"], setup["daphne_pids"]
+    daphne_pid = daphne_pids[0]  # the one profiled
+
+    def daphne_cpu() -> float:
+        return sum(c.cpu_seconds(pid) for pid in daphne_pids)
+
     client = AsyncLetta(
         base_url=setup["letta_url"],
         max_retries=0,
@@ -212,10 +223,29 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     levels = [int(x) for x in args.levels.split(",")]
     top = max(levels)
     print(f"opening {top} sockets…", flush=True)
-    sockets = []
+    sockets: list[Any] = []
+    senders: list[Any] = []  # --watch-elsewhere: the socket each message is sent on
+    n_proc = len(base_urls)
+    conversations = setup["relay_conversations"]
     for i in range(0, top, 50):  # a page load's worth at a time
-        batch = setup["relay_conversations"][i : i + 50]
-        sockets += await asyncio.gather(*(c.open_page(base_url, cid, cookie) for cid in batch))
+        batch = range(i, min(i + 50, top))
+        sockets += await asyncio.gather(
+            *(c.open_page(base_urls[j % n_proc], conversations[j], cookie) for j in batch)
+        )
+        if args.watch_elsewhere:
+            senders += await asyncio.gather(
+                *(c.open_page(base_urls[(j + 1) % n_proc], conversations[j], cookie) for j in batch)
+            )
+
+    async def drain(ws: Any) -> None:
+        """A sender's own frames (the reply shows in its page too): read, not measured."""
+        try:
+            async for _ in ws:
+                pass
+        except Exception:
+            pass
+
+    drains = [asyncio.create_task(drain(ws)) for ws in senders]
     direct_ids = setup["direct_conversations"]
     counter = 0
 
@@ -227,7 +257,7 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     async def one(kind: str, i: int, extra: str = "") -> Reply:
         if kind == "direct":
             return await direct_reply(client, direct_ids[i], text(extra))
-        return await relay_reply(sockets[i], text(extra))
+        return await relay_reply(sockets[i], text(extra), senders[i] if senders else None)
 
     async def phase(kind: str, n: int, period: float, window: float, extra: str = "") -> Phase:
         """``n`` replies always in flight (each worker sends again when its reply ends), their
@@ -236,7 +266,7 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
         result = Phase()
         t0 = time.perf_counter()
         measured_from, measured_to = t0 + period, t0 + period + window
-        cpu0, mine0 = c.cpu_seconds(daphne_pid), time.process_time()
+        cpu0, mine0 = daphne_cpu(), time.process_time()
 
         async def worker(i: int) -> None:
             await asyncio.sleep(i * period / n)
@@ -256,7 +286,7 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
 
         await asyncio.gather(*(worker(i) for i in range(n)))
         result.wall = time.perf_counter() - t0
-        result.daphne_cpu = c.cpu_seconds(daphne_pid) - cpu0
+        result.daphne_cpu = daphne_cpu() - cpu0
         result.client_cpu = time.process_time() - mine0
         return result
 
@@ -341,8 +371,10 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
             print(f"  {s['delivered_tokens_per_s']:.0f} tokens/s relayed; p99 {s['p99_ms']:.0f} "
                   f"ms; daphne CPU {s['daphne_cpu_share']:.2f}", flush=True)  # fmt: skip
 
-    for ws in sockets:
+    for ws in sockets + senders:
         await ws.close()
+    for task in drains:
+        task.cancel()
     await client.close()
     return {
         "levels": results,
@@ -465,7 +497,9 @@ def level_figures(level: Level, first_token: float) -> dict[str, Any]:
 def report(
     args: argparse.Namespace, m: dict, out: dict, errors_logged: list[str], trace: str = ""
 ) -> bool:
-    name = f"relay-{args.upstream}-{args.layer}" + (f"-{args.name}" if args.name else "")
+    name = f"relay-{args.upstream}-{args.layer}{processes_tag(args)}" + (
+        f"-{args.name}" if args.name else ""
+    )
     upstream = (
         f"scripted upstream (`bench/scripted_upstream.py`): {args.tokens} tokens per reply at "
         f"{args.rate:g} tokens/s, first token {args.first_token:g} s after the request"
@@ -474,13 +508,28 @@ def report(
     )
     layer = "in-memory" if args.layer == "memory" else "Redis"
     settings = "`LETTACHAT_SEND_RATE=100000/1`, `LETTACHAT_MAX_SOCKETS_PER_USER=5000`"
-    title = f"1-2. Relay overhead: {args.upstream} upstream, {layer} layer" + (
-        f" ({args.name})" if args.name else ""
+    title = (
+        f"1-2. Relay overhead: {args.upstream} upstream, {layer} layer"
+        + (f", {args.processes} processes" if args.processes > 1 else "")
+        + (f" ({args.name})" if args.name else "")
+    )
+    servers = (
+        "One daphne process"
+        if args.processes == 1
+        else f"{args.processes} daphne processes (conversation i's socket on process i mod "
+        f"{args.processes}"
+        + (
+            "; each message sent on a second socket of the conversation, on the next process, "
+            "so every token crosses processes"
+            if args.watch_elsewhere
+            else ""
+        )
+        + "; CPU figures are their sum, the profile the first's)"
     )
     lines = [
         c.section_head(title, m),
         c.server_changes(args),
-        f"One daphne process, {layer} channel layer, PostgreSQL; {upstream}; {settings}. One "
+        f"{servers}, {layer} channel layer, PostgreSQL; {upstream}; {settings}. One "
         "bench user holds every socket; one conversation and one open socket per concurrent "
         "reply. *Direct* = the letta-client SDK reading the upstream itself (the limit); "
         "*lettachat* = the websocket frames a page receives. N replies are kept in flight (a "
@@ -606,6 +655,13 @@ def report(
     return ok
 
 
+def processes_tag(args: argparse.Namespace) -> str:
+    """How a report names a run on several processes: "-2proc", "-2proc-elsewhere"."""
+    if args.processes == 1 and not args.watch_elsewhere:
+        return ""
+    return f"-{args.processes}proc" + ("-elsewhere" if args.watch_elsewhere else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream", choices=["scripted", "letta"], default="scripted")
@@ -620,10 +676,18 @@ def main() -> int:
     parser.add_argument("--sweep-seconds", type=float, default=2.0)
     parser.add_argument("--profile", action="store_true", help="py-spy daphne at the top level")
     parser.add_argument("--trace", action="store_true", help="time the send path in daphne")
+    parser.add_argument("--processes", type=int, default=1, help="daphnes (Redis layer)")
+    parser.add_argument(
+        "--watch-elsewhere",
+        action="store_true",
+        help="send on a socket on another process than the one measured",
+    )
     c.add_server_options(parser)
     args = parser.parse_args()
     args.levels = args.levels or ("1,50,200" if args.upstream == "scripted" else "1,5")
     args.message = "[[long:30]]" if args.upstream == "letta" else ""
+    if (args.processes > 1 or args.watch_elsewhere) and args.layer != "redis":
+        parser.error("--processes and --watch-elsewhere need --layer redis")
     c.raise_open_files()
     m = c.machine()
 
@@ -641,7 +705,7 @@ def main() -> int:
             from devtools.local_letta import harness
 
             args.letta_url = os.environ.get("LETTA_BASE_URL") or harness.start()
-        daphne = None
+        daphnes: list[Any] = []
         try:
             with c.bench_database(f"relay_{args.upstream}_{args.layer}") as database_url:
                 setup = prepare(args, database_url, var_dir, args.letta_url)
@@ -654,28 +718,33 @@ def main() -> int:
                     database_url=database_url, var_dir=var_dir, letta_url=args.letta_url,
                     layer=args.layer, **extra,
                 )  # fmt: skip
-                log = var_dir / "daphne.log"
-                daphne = c.start_daphne(port, env, log)
+                logs = [var_dir / f"daphne-{k}.log" for k in range(args.processes)]
+                ports = [port] + [c.free_port() for _ in logs[1:]]
+                daphnes = [c.start_daphne(p, env, log) for p, log in zip(ports, logs, strict=True)]
                 setup.update(
-                    base_url=f"http://127.0.0.1:{port}",
-                    daphne_pid=daphne.pid,
+                    base_urls=[f"http://127.0.0.1:{p}" for p in ports],
+                    daphne_pids=[d.pid for d in daphnes],
                     letta_url=args.letta_url,
                 )
                 out = asyncio.run(measure(args, setup))
-                c.stop(daphne)
+                for daphne in daphnes:
+                    c.stop(daphne)
+                log = var_dir / "daphne.log"
+                log.write_text("".join(k.read_text() for k in logs))
                 ok = report(
                     args,
                     m,
                     out,
                     c.log_errors(
                         log,
-                        f"relay-{args.upstream}-{args.layer}"
+                        f"relay-{args.upstream}-{args.layer}{processes_tag(args)}"
                         + (f"-{args.name}" if args.name else ""),
                     ),
                     trace_summary(trace),
                 )
         finally:
-            c.stop(daphne)
+            for daphne in daphnes:
+                c.stop(daphne)
             c.stop(upstream)
     return 0 if ok else 1
 

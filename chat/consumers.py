@@ -7,6 +7,8 @@ Frames in are what htmx's ws extension sends for the composer form: JSON with ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -14,7 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from chat import fragments, limits, sessions, websink
@@ -23,6 +28,7 @@ from conversations.models import Conversation, Run
 from conversations.relay import reaper
 from lettachat import shutdown
 from lettachat.aio import db
+from lettachat.layers import fragments_layer
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +114,28 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     # came after them, and a message it has is never added to it again.
     shown: set[int]
     awaiting_resume: bool = False
+    # This socket's channel on the fragments layer (lettachat/layers.py), where its
+    # conversation's group sends arrive: its own channel when that is the default layer.
+    fragments_channel: str = ""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' own loop, reading a second channel layer for the conversation's fragments
+        when there is one (Redis); what arrives on either is dispatched in turn, as ever."""
+        self.fragments = fragments_layer()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        if self.fragments is self.channel_layer:
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.base_send = send
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.fragments_channel = await self.fragments.new_channel()
+        fragments_receive = functools.partial(self.fragments.receive, self.fragments_channel)
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch(
+                [receive, self.channel_receive, fragments_receive], self.dispatch
+            )
 
     async def connect(self) -> None:
         reaper.ensure_running()  # this process takes over runs whose relay died elsewhere
@@ -134,7 +162,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         # catch-up it gets covers them.
         self.pending = []
         self.awaiting_resume = True
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.fragments.group_add(self.group, self.fragments_channel or self.channel_name)
         await self.accept()
         await sessions.socket_opened(self)  # closes the socket when the session ends
 
@@ -145,7 +173,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if self.takeover is not None:
             self.takeover.cancel()
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.fragments.group_discard(
+                self.group, self.fragments_channel or self.channel_name
+            )
         # A running reply is not cancelled: it finishes and is stored for the next visit.
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

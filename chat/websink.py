@@ -1,9 +1,10 @@
 """The web sink: conversation events as page fragments, for every tab on the conversation.
 
 Each event becomes the page's own partials (``chat.fragments``), sent to the conversation's
-channel group, which reaches its sockets in every server process; a snapshot goes to the one
-socket that asked. Channel-layer messages carry plain strings and numbers: the HTML, and the
-relay and tick that let a socket drop what a snapshot already gave it.
+channel group on the fragments layer (``lettachat.layers``), which reaches its sockets in every
+server process; a snapshot goes to the one socket that asked, on the default layer. Channel-layer
+messages carry plain strings and numbers: the HTML, and the relay and tick that let a socket drop
+what a snapshot already gave it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from conversations import events
 from conversations.events import Event, Stamp
 from conversations.models import Conversation
 from conversations.relay.control import layer
+from lettachat.layers import fragments_layer
 
 SENDER_PREFIX = "ws:"  # a page's socket as the sender of a message: "ws:<its channel name>"
 EVENT_TYPE = "conversation.html"  # -> the group (or one socket): {"html", "relay", "tick"}
@@ -111,7 +113,7 @@ class WebSink:
                 await layer().send(channel, _message(EVENT_TYPE, html, events.NO_STAMP))
         else:
             for html, pk, adds in fragments_of(conversation, event):
-                await layer().group_send(
+                await fragments_layer().group_send(
                     group_name(conversation.pk),
                     _message(EVENT_TYPE, html, stamp, [pk] if pk else [], adds=adds),
                 )

@@ -134,6 +134,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+FRAGMENTS_LAYER = "fragments"  # lettachat/layers.py
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -155,7 +156,19 @@ if REDIS_URL:
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat"),
                 "capacity": 5000,
             },
-        }
+        },
+        # A conversation's page fragments (lettachat/layers.py): Redis pub/sub, one PUBLISH per
+        # fragment whoever listens, pushed to each process. channels_redis's own layer above
+        # costs round trips per message on both sides, and those made a process fall seconds
+        # behind with 50 replies streaming (bench/RESULTS.md). What must not be lost (a relay's
+        # stop, retry and snapshot requests, snapshots, session ends) stays on the default.
+        FRAGMENTS_LAYER: {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat") + ".fragments.",
+            },
+        },
     }
 else:
     # One process only. The default capacity (100) drops group messages under load; channels'

@@ -49,3 +49,52 @@ async def test_many_replies_sending_at_once_do_not_run_out_of_connections(redis_
     )
     received = {(await redis_layer.receive(channel))["n"] for _ in range(300)}
     assert received == set(range(300))
+
+
+def _fragments_layer_of_another_process():
+    """A second instance of the fragments layer, as another server process has (own connection)."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    return RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
+
+
+def test_fragments_go_over_pub_sub_and_the_rest_over_the_layer_whose_messages_wait(redis_layer):
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from lettachat.layers import fragments_layer
+
+    assert isinstance(fragments_layer(), RedisPubSubChannelLayer)
+    assert isinstance(redis_layer, RedisChannelLayer)  # stop, retry, snapshots, session ends
+
+
+async def test_a_reply_s_fragments_reach_sockets_on_another_process_in_order(redis_layer):
+    from lettachat.layers import fragments_layer
+
+    here, there = fragments_layer(), _fragments_layer_of_another_process()
+    near, far = await here.new_channel(), await there.new_channel()
+    await here.group_add("conversation.pubsub", near)
+    await there.group_add("conversation.pubsub", far)
+    try:
+        for n in range(500):
+            await here.group_send("conversation.pubsub", {"type": "conversation.html", "n": n})
+        for layer, channel in ((here, near), (there, far)):
+            got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(500)]
+            assert got == list(range(500))
+    finally:
+        await there.flush()
+
+
+async def test_a_socket_that_left_the_group_gets_no_more_fragments(redis_layer):
+    from lettachat.layers import fragments_layer
+
+    layer = fragments_layer()
+    staying, leaving = await layer.new_channel(), await layer.new_channel()
+    for channel in (staying, leaving):
+        await layer.group_add("conversation.leave", channel)
+    await layer.group_discard("conversation.leave", leaving)
+    await layer.group_send("conversation.leave", {"type": "conversation.html", "n": 1})
+    assert (await asyncio.wait_for(layer.receive(staying), 5))["n"] == 1
+    # A group message is handed to every member of the process in one go: had it been for the
+    # one that left, it would be waiting for it by now.
+    assert layer._get_layer().channels[leaving].empty()
