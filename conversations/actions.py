@@ -20,6 +20,7 @@ from conversations import approvals, quotas, selectors, services, sinks
 from conversations.events import (
     ApprovalAnswered,
     ConversationActive,
+    Event,
     MessageAdded,
     MessageChanged,
     TextGivenBack,
@@ -83,8 +84,7 @@ async def message_send(
         )
     if run is None:
         return Sent(message, started=False)  # sent before: already shown and answered
-    await sinks.emit(conversation, MessageAdded(message), also=also)
-    await sinks.emit(conversation, ConversationActive(conversation, retitled=untitled), also=also)
+    # Shown by the relay once its request to Letta is on its way, before anything of the reply.
     await _relay_start(
         conversation=conversation,
         run=run,
@@ -92,6 +92,7 @@ async def message_send(
         sender=sender,
         channel=channel,
         also=also,
+        announce=(MessageAdded(message), ConversationActive(conversation, retitled=untitled)),
     )
     return Sent(message, started=True)
 
@@ -252,6 +253,7 @@ async def _relay_start(
     channel: str = "",
     also: tuple[sinks.Sink, ...] = (),
     approval: Approval | None = None,
+    announce: tuple[Event, ...] = (),
 ) -> ReplyRelay:
     async def after(finished: Finished) -> None:
         # An answer that never reached Letta: the request waits for one again.
@@ -282,6 +284,7 @@ async def _relay_start(
         sinks=also,
         on_finished=after,
         approval=approval,
+        announce=announce,
     )
     await relay.open(channel)
     relay.start()

@@ -197,6 +197,7 @@ class ReplyRelay:
         sinks: tuple[sinks.Sink, ...] = (),
         on_finished: Callable[[Finished], Awaitable[None]] | None = None,
         approval: Approval | None = None,
+        announce: tuple[Event, ...] = (),
     ) -> None:
         self.conversation = conversation
         self.pk = conversation.pk
@@ -213,6 +214,9 @@ class ReplyRelay:
         self.resume = resume
         self.sinks = sinks
         self.on_finished = on_finished
+        # What the starter has to show (the person's message): told once the request to Letta
+        # is on its way, so that showing it does not delay the reply, and before any of the reply.
+        self.announce = announce
         self.gateway = get_gateway()
         self.channel = ""
         self.tick = 0
@@ -249,8 +253,7 @@ class ReplyRelay:
 
     async def open(self, channel: str = "") -> None:
         """Register the relay's channel, so clients can reach it as soon as it runs."""
-        self.agent_name = await db(_agent_name)(self.conversation)
-        self.agent_letta_id = await db(_agent_letta_id)(self.conversation)
+        self.agent_name, self.agent_letta_id = await db(_agent_names)(self.conversation)
         if channel:
             assert self.run.relay_channel == channel, "the run records another relay channel"
             self.channel = channel
@@ -273,6 +276,8 @@ class ReplyRelay:
         loop = asyncio.get_running_loop()
         self.heard_at = self.content_at = self.checked_at = loop.time()
         try:
+            for event in self.announce:
+                await sinks.emit(self.conversation, event, also=self.sinks)
             self.cursor = await db(selectors.message_last_letta_id)(conversation=self.conversation)
             if self.resume:
                 await self._emit(Resync())  # a relay that takes over: pages catch up from it
@@ -905,12 +910,10 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         logger.warning("relay helper task failed", exc_info=task.exception())
 
 
-def _agent_name(conversation: Conversation) -> str:
-    return conversation.agent.origin.name  # a copy is shown by its template's name
-
-
-def _agent_letta_id(conversation: Conversation) -> str:
-    return conversation.agent.letta_id
+def _agent_names(conversation: Conversation) -> tuple[str, str]:
+    """The agent's name as people see it (a copy is shown by its template's name), its Letta id."""
+    agent = conversation.agent
+    return agent.origin.name, agent.letta_id
 
 
 def _ours_and_stopped(run: Run, letta_run_id: str) -> bool:
