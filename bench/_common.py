@@ -34,7 +34,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The server under test may take as many frames and sockets as a load generator sends.
-SERVER_LIMITS = {"LETTACHAT_SEND_RATE": "100000/1", "LETTACHAT_MAX_SOCKETS_PER_USER": "5000"}
+# One bench user sends every message and holds every socket: the limits per person are lifted.
+SERVER_LIMITS = {
+    "LETTACHAT_SEND_RATE": "100000/1",
+    "LETTACHAT_MAX_SOCKETS_PER_USER": "5000",
+    "LETTACHAT_MAX_RUNNING_REPLIES": "5000",
+}
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -290,14 +295,35 @@ def server_changes(args: Any) -> str:
     )
 
 
-def start_daphne(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [sys.executable, str(BENCH / "_daphne.py"), "-b", "127.0.0.1", "-p", str(port),
-         "lettachat.asgi:application"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    wait_for_port(port, server, log)
-    return server
+def start_daphne(
+    port: int, env: dict[str, str], log: Path, *, server: str = "daphne"
+) -> subprocess.Popen[bytes]:
+    """The app served on ``port``: by daphne (through ``_daphne.py``, which can take shipped fixes
+    out and trace), or by ``server="uvicorn"`` (uvloop and httptools, as gunicorn's uvicorn
+    workers serve it in production: ``uv sync --extra uvicorn``)."""
+    if server == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", "lettachat.asgi:application", "--host",
+                   "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                   "--ws", "websockets", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+        if env.get("BENCH_WITHOUT") or env.get("BENCH_TRACE"):
+            raise SystemExit("--without and --trace work with daphne only")
+    else:
+        command = [sys.executable, str(BENCH / "_daphne.py"), "-b", "127.0.0.1", "-p", str(port),
+                   "lettachat.asgi:application"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    wait_for_port(port, process, log)
+    return process
+
+
+def add_server_choice(parser: Any) -> None:
+    parser.add_argument(
+        "--server",
+        choices=["daphne", "uvicorn"],
+        default="daphne",
+        help="what serves the app (uvicorn: uv sync --extra uvicorn)",
+    )
 
 
 def start_upstream(

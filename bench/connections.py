@@ -179,8 +179,9 @@ def report(args: argparse.Namespace, m: dict, out: dict, logged: list[str]) -> b
         ),
         c.server_changes(args),
         f"One daphne process, {layer} channel layer, PostgreSQL, the scripted upstream; "
-        "`LETTACHAT_MAX_SOCKETS_PER_USER=5000`, `LETTACHAT_SEND_RATE=100000/1` (one bench user "
-        "holds every socket, each on a conversation of its own, opened as a page opens it). "
+        + ", ".join(f"`{k}={v}`" for k, v in c.SERVER_LIMITS.items())
+        + " (one bench user holds every socket, each on a conversation of its own, opened as a "
+        "page opens it). "
         f"Streaming: {args.rounds} rounds of {args.streaming} replies of {args.tokens} tokens at "
         f"{args.rate:g} tokens/s, while the idle sockets stay open.\n",
         "| figure | value |",

@@ -141,6 +141,14 @@ async def run_python(
     }
 
 
+def section_name(args: argparse.Namespace) -> str:
+    return (
+        "http-throughput"
+        + (f"-{args.server}" if args.server != "daphne" else "")
+        + (f"-{args.name}" if args.name else "")
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -150,6 +158,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=40)
     parser.add_argument("--tool", choices=["wrk", "python"], default="wrk")
     c.add_server_options(parser)
+    c.add_server_choice(parser)
     args = parser.parse_args()
     if args.tool == "wrk" and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk): using the Python load generator")
@@ -174,7 +183,7 @@ def main() -> int:
                     **c.server_extra(args),
                 )  # fmt: skip
                 log = var_dir / "daphne.log"
-                daphne = c.start_daphne(daphne_port, env, log)
+                daphne = c.start_daphne(daphne_port, env, log, server=args.server)
                 base = f"http://127.0.0.1:{daphne_port}"
                 targets = [
                     (f"chat page ({args.messages} messages, sidebar of 60)",
@@ -206,16 +215,21 @@ def main() -> int:
                               f"requests/s, median {result['p50_ms']:.1f} ms, p99 "
                               f"{result['p99_ms']:.1f} ms", flush=True)  # fmt: skip
                 c.stop(daphne)
-                logged = c.log_errors(
-                    log, "http-throughput" + (f"-{args.name}" if args.name else "")
-                )
+                logged = c.log_errors(log, section_name(args))
         finally:
             c.stop(daphne)
             c.stop(upstream)
     lines = [
-        c.section_head("5. HTTP throughput" + (f" ({args.name})" if args.name else ""), m),
+        c.section_head(
+            "5. HTTP throughput"
+            + (f", {args.server}" if args.server != "daphne" else "")
+            + (f" ({args.name})" if args.name else ""),
+            m,
+        ),
         c.server_changes(args),
-        f"One daphne process (as `bin/run` serves), PostgreSQL, shipped settings; logged in "
+        f"One {args.server} process"
+        + (" (as `bin/run` serves)" if args.server == "daphne" else " (uvloop, httptools)")
+        + ", PostgreSQL, shipped settings; logged in "
         f"with a session cookie; {results[0]['tool']} for {args.seconds} s per page and number "
         "of connections (1: the latency of one person's request; more: throughput, where the "
         "median is mostly queueing), on the same 2 cores as the server. No target in the issue: "
@@ -237,7 +251,7 @@ def main() -> int:
             f"{c.error_count(logged)} {logged[-1] if logged else ''}"
         )
     c.write_section(
-        "http-throughput" + (f"-{args.name}" if args.name else ""),
+        section_name(args),
         "\n".join(lines),
         {"machine": m, "command": c.command_line(), "pages": results, "daphne_errors": logged},
     )

@@ -21,9 +21,9 @@ as its floor. Also reported: daphne's CPU time per relayed token (tokens per CPU
 one core saturates). ``--sweep`` raises the rate per reply at the highest concurrency to find
 that point. ``--profile`` samples daphne with py-spy during the highest concurrency.
 
-daphne is started for the run on a throwaway PostgreSQL database (``bench_relay_*``) with
-``LETTACHAT_SEND_RATE=100000/1`` and ``LETTACHAT_MAX_SOCKETS_PER_USER=5000`` (one bench user holds
-all sockets), the in-memory channel layer or Redis (``--layer``). ``--processes N`` (Redis) starts
+daphne is started for the run on a throwaway PostgreSQL database (``bench_relay_*``), with the
+limits per person lifted (``_common.SERVER_LIMITS``) and a bench person per reply in flight, on
+the in-memory channel layer or Redis (``--layer``). ``--processes N`` (Redis) starts
 N daphnes: conversation i's socket is on process i mod N, so the replies spread over all of
 them. With ``--watch-elsewhere`` each conversation has a second socket, on the next process: the
 message is sent on one and the reply measured on the other, so every token crosses processes (a
@@ -48,6 +48,7 @@ from typing import Any
 import _common as c
 
 ERROR_FRAME = re.compile(r'class="msg-error"|id="composer-error"[^>]*>[^<\s]')
+REFUSED_FRAME = re.compile(r'id="composer-error"[^>]*>[^<\s]')  # not sent: no reply will come
 
 
 @dataclass
@@ -121,6 +122,8 @@ async def relay_reply(ws: Any, text: str, sender: Any = None) -> Reply:
                 reply.latencies += [(wall - float(s)) * 1000 for s in stamps]
             elif ERROR_FRAME.search(frame):
                 reply.error = "error shown: " + re.sub(r"<[^>]+>", " ", frame)[:200].strip()
+                if REFUSED_FRAME.search(frame):
+                    return reply
             if c.idle(frame):
                 reply.done = now - started
                 return reply
@@ -203,7 +206,7 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     import httpx
     from letta_client import AsyncLetta  # noqa: TID251 - the direct read is the SDK itself
 
-    base_urls, cookie, daphne_pids = setup["base_urls"], setup["cookie"], setup["daphne_pids"]
+    base_urls, cookies, daphne_pids = setup["base_urls"], setup["cookies"], setup["daphne_pids"]
     daphne_pid = daphne_pids[0]  # the one profiled
 
     def daphne_cpu() -> float:
@@ -230,11 +233,14 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     for i in range(0, top, 50):  # a page load's worth at a time
         batch = range(i, min(i + 50, top))
         sockets += await asyncio.gather(
-            *(c.open_page(base_urls[j % n_proc], conversations[j], cookie) for j in batch)
+            *(c.open_page(base_urls[j % n_proc], conversations[j], cookies[j]) for j in batch)
         )
         if args.watch_elsewhere:
             senders += await asyncio.gather(
-                *(c.open_page(base_urls[(j + 1) % n_proc], conversations[j], cookie) for j in batch)
+                *(
+                    c.open_page(base_urls[(j + 1) % n_proc], conversations[j], cookies[j])
+                    for j in batch
+                )
             )
 
     async def drain(ws: Any) -> None:
@@ -392,15 +398,18 @@ def prepare(args: argparse.Namespace, database_url: str, var_dir: Path, letta_ur
     c.setup_django(database_url=database_url, var_dir=var_dir, letta_url=letta_url)
     from conversations.models import Conversation
 
-    user = c.bench_user()
     top = max(int(x) for x in args.levels.split(","))
+    # A person per reply in flight, as in life: one person may have only a few replies running
+    # at once (LETTACHAT_MAX_RUNNING_REPLIES), and their sends queue on a lock of their own.
+    people = [c.bench_user(f"bench-{i}") for i in range(top)]
     if args.upstream == "scripted":
         from scripted_upstream import AGENT_ID
 
         agent = c.bench_agent(AGENT_ID)
         relay_ids = [f"conv-relay-{uuid.uuid4()}" for _ in range(top)]
         Conversation.objects.bulk_create(
-            Conversation(letta_id=cid, agent=agent, owner=user) for cid in relay_ids
+            Conversation(letta_id=cid, agent=agent, owner=person)
+            for cid, person in zip(relay_ids, people, strict=True)
         )
         direct_ids = [f"conv-direct-{uuid.uuid4()}" for _ in range(top)]
     else:
@@ -419,14 +428,14 @@ def prepare(args: argparse.Namespace, database_url: str, var_dir: Path, letta_ur
             )
         agent = c.bench_agent(info.letta_id, info.name)
         relay_ids = [
-            services.conversation_create(gateway=gateway, user=user, agent=agent).letta_id
-            for _ in range(top)
+            services.conversation_create(gateway=gateway, user=person, agent=agent).letta_id
+            for person in people
         ]
         direct_ids = [
             gateway.create_conversation(agent_id=info.letta_id).letta_id for _ in range(top)
         ]
     return {
-        "cookie": c.session_cookie(user),
+        "cookies": [c.session_cookie(person) for person in people],
         "relay_conversations": relay_ids,
         "direct_conversations": direct_ids,
     }
@@ -497,8 +506,10 @@ def level_figures(level: Level, first_token: float) -> dict[str, Any]:
 def report(
     args: argparse.Namespace, m: dict, out: dict, errors_logged: list[str], trace: str = ""
 ) -> bool:
-    name = f"relay-{args.upstream}-{args.layer}{processes_tag(args)}" + (
-        f"-{args.name}" if args.name else ""
+    name = (
+        f"relay-{args.upstream}-{args.layer}{processes_tag(args)}"
+        + (f"-{args.server}" if args.server != "daphne" else "")
+        + (f"-{args.name}" if args.name else "")
     )
     upstream = (
         f"scripted upstream (`bench/scripted_upstream.py`): {args.tokens} tokens per reply at "
@@ -507,16 +518,17 @@ def report(
         else f"the real Letta server ({args.letta_url}), demo model, replies of `{args.message}`"
     )
     layer = "in-memory" if args.layer == "memory" else "Redis"
-    settings = "`LETTACHAT_SEND_RATE=100000/1`, `LETTACHAT_MAX_SOCKETS_PER_USER=5000`"
+    settings = ", ".join(f"`{k}={v}`" for k, v in c.SERVER_LIMITS.items())
     title = (
         f"1-2. Relay overhead: {args.upstream} upstream, {layer} layer"
+        + (f", {args.server}" if args.server != "daphne" else "")
         + (f", {args.processes} processes" if args.processes > 1 else "")
         + (f" ({args.name})" if args.name else "")
     )
     servers = (
-        "One daphne process"
+        f"One {args.server} process"
         if args.processes == 1
-        else f"{args.processes} daphne processes (conversation i's socket on process i mod "
+        else f"{args.processes} {args.server} processes (conversation i's socket on process i mod "
         f"{args.processes}"
         + (
             "; each message sent on a second socket of the conversation, on the next process, "
@@ -529,9 +541,9 @@ def report(
     lines = [
         c.section_head(title, m),
         c.server_changes(args),
-        f"{servers}, {layer} channel layer, PostgreSQL; {upstream}; {settings}. One "
-        "bench user holds every socket; one conversation and one open socket per concurrent "
-        "reply. *Direct* = the letta-client SDK reading the upstream itself (the limit); "
+        f"{servers}, {layer} channel layer, PostgreSQL; {upstream}; {settings}. A "
+        "bench person per concurrent reply, each with one conversation and one open socket. "
+        "*Direct* = the letta-client SDK reading the upstream itself (the limit); "
         "*lettachat* = the websocket frames a page receives. N replies are kept in flight (a "
         "reply is sent again as soon as one ends, starts spread over one reply's time "
         f"({out['period']:.2f} s)); replies sent after that ramp are measured; phases run direct, "
@@ -683,6 +695,7 @@ def main() -> int:
         help="send on a socket on another process than the one measured",
     )
     c.add_server_options(parser)
+    c.add_server_choice(parser)
     args = parser.parse_args()
     args.levels = args.levels or ("1,50,200" if args.upstream == "scripted" else "1,5")
     args.message = "[[long:30]]" if args.upstream == "letta" else ""
@@ -720,7 +733,10 @@ def main() -> int:
                 )  # fmt: skip
                 logs = [var_dir / f"daphne-{k}.log" for k in range(args.processes)]
                 ports = [port] + [c.free_port() for _ in logs[1:]]
-                daphnes = [c.start_daphne(p, env, log) for p, log in zip(ports, logs, strict=True)]
+                daphnes = [
+                    c.start_daphne(p, env, log, server=args.server)
+                    for p, log in zip(ports, logs, strict=True)
+                ]
                 setup.update(
                     base_urls=[f"http://127.0.0.1:{p}" for p in ports],
                     daphne_pids=[d.pid for d in daphnes],
@@ -738,6 +754,7 @@ def main() -> int:
                     c.log_errors(
                         log,
                         f"relay-{args.upstream}-{args.layer}{processes_tag(args)}"
+                        + (f"-{args.server}" if args.server != "daphne" else "")
                         + (f"-{args.name}" if args.name else ""),
                     ),
                     trace_summary(trace),

@@ -290,6 +290,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
 
     async def _over_quota(self) -> bool:
         """Past the person's daily quota (conversations/usage.py): say so; nothing reaches Letta."""
+        if not usage.quota().any:
+            return False  # no quota: not even the hop to a database thread
         refusal = await db(usage.quota_refusal)(user=self.scope["user"])
         if refusal:
             await self.send(fragments.composer_error(refusal))

@@ -107,40 +107,40 @@ def _render(text: str) -> SafeString:
 _FENCES = ("```", "~~~")
 
 
+def _lines(text: str) -> tuple[list[tuple[int, str, str, str]], str]:
+    """Each line of ``text`` as (its start, the line, the line stripped, the code fence open
+    before it or ""); and the fence still open after the last line."""
+    lines = []
+    fence = ""
+    position = 0
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        lines.append((position, line, stripped, fence))
+        if fence:
+            if stripped.startswith(fence):
+                fence = ""
+        elif stripped.startswith(_FENCES):
+            fence = stripped[:3]
+        position += len(line)
+    return lines, fence
+
+
 def streaming_cut(text: str) -> int:
     """Where the finished blocks of ``text`` end: the start of the last line that follows a blank
     line outside a code fence and is not indented (so a list item's continuation stays with its
     item), or 0."""
     cut = 0
-    fence = ""
     blank_before = False
-    position = 0
-    for line in text.splitlines(keepends=True):
-        stripped = line.strip()
-        if fence:
-            if stripped.startswith(fence):
-                fence = ""
-        elif stripped.startswith(_FENCES):
-            if blank_before and not line[:1].isspace() and position:
-                cut = position
-            fence = stripped[:3]
-        elif stripped and blank_before and not line[:1].isspace():
+    for position, line, stripped, fence in _lines(text)[0]:
+        if not fence and stripped and blank_before and not line[:1].isspace():
             cut = position
-        blank_before = not stripped and not fence
-        position += len(line)
+        blank_before = not stripped and not fence  # a blank line neither opens nor closes one
     return cut
 
 
 def _closed_for_now(text: str) -> str:
     """The block being written, with what it has opened and not yet closed closed for now."""
-    fence = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if fence and stripped.startswith(fence):
-            fence = ""
-        elif not fence and stripped.startswith(_FENCES):
-            fence = stripped[:3]
-    if fence:
+    if fence := _lines(text)[1]:
         return f"{text.rstrip(chr(10))}\n{fence}"
     closed = text.rstrip()
     if closed.count("`") % 2:

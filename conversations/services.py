@@ -467,9 +467,9 @@ def message_record_error(*, conversation: Conversation, text: str) -> Message:
     )
 
 
-def _message_from_letta(*, conversation: Conversation, info: MessageInfo) -> Message:
-    """Mirror a message Letta stored that the stream did not give us."""
-    return Message.objects.create(
+def _message_of(info: MessageInfo, *, conversation: Conversation, created_at: datetime) -> Message:
+    """The mirror of a message Letta stored, in ``conversation`` (not saved)."""
+    return Message(
         conversation=conversation,
         letta_id=info.letta_id,
         otid=info.otid,
@@ -477,9 +477,16 @@ def _message_from_letta(*, conversation: Conversation, info: MessageInfo) -> Mes
         content=info.content,
         name=info.name,
         run_id=info.run_id,
-        # Letta's dates have whole seconds; arrival order is the order to show.
-        created_at=timezone.now(),
+        created_at=created_at,
     )
+
+
+def _message_from_letta(*, conversation: Conversation, info: MessageInfo) -> Message:
+    """Mirror a message Letta stored that the stream did not give us."""
+    # Letta's dates have whole seconds; arrival order is the order to show.
+    message = _message_of(info, conversation=conversation, created_at=timezone.now())
+    message.save(force_insert=True)
+    return message
 
 
 def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -> list[Message]:
@@ -766,18 +773,7 @@ def _mirror_fork(
             at = shown_at.get((info.letta_id, info.message_type), info.created_at)
             at = max(at, previous) if previous else at  # keep Letta's order
             previous = at
-            copies.append(
-                Message(
-                    conversation=fork,
-                    letta_id=info.letta_id,
-                    otid=info.otid,
-                    message_type=info.message_type,
-                    content=info.content,
-                    name=info.name,
-                    run_id=info.run_id,
-                    created_at=at,
-                )
-            )
+            copies.append(_message_of(info, conversation=fork, created_at=at))
         Message.objects.bulk_create(copies)
     return fork
 

@@ -16,6 +16,7 @@ import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connections
 
 from conversations.models import Agent, Conversation
 from devtools.local_letta import harness
@@ -39,10 +40,15 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """The test database, dropped at the end once the database threads let go of it."""
+    """The test database, dropped at the end once the database threads let go of it, and the
+    connection pool of this process has closed its connections (a pool keeps some open, and
+    PostgreSQL refuses to drop a database "being accessed by other users")."""
     yield
     with django_db_blocker.unblock():
         db_close_connections()
+        for connection in connections.all():
+            if close_pool := getattr(connection, "close_pool", None):
+                close_pool()
 
 
 @pytest.fixture(autouse=True)

@@ -61,7 +61,7 @@ from conversations.events import (
     TextGivenBack,
     UsageReported,
 )
-from conversations.models import Approval, Conversation, Message, Run
+from conversations.models import Agent, Approval, Conversation, Message, Run
 from conversations.relay import control, registry
 from letta_gateway import (
     ApprovalPending,
@@ -253,7 +253,8 @@ class ReplyRelay:
 
     async def open(self, channel: str = "") -> None:
         """Register the relay's channel, so clients can reach it as soon as it runs."""
-        self.agent_name, self.agent_letta_id = await db(_agent_names)(self.conversation)
+        names = _agent_names_at_hand(self.conversation)
+        self.agent_name, self.agent_letta_id = names or await db(_agent_names)(self.conversation)
         if channel:
             assert self.run.relay_channel == channel, "the run records another relay channel"
             self.channel = channel
@@ -914,6 +915,17 @@ def _agent_names(conversation: Conversation) -> tuple[str, str]:
     """The agent's name as people see it (a copy is shown by its template's name), its Letta id."""
     agent = conversation.agent
     return agent.origin.name, agent.letta_id
+
+
+def _agent_names_at_hand(conversation: Conversation) -> tuple[str, str] | None:
+    """The same without a query, when the conversation was read with its agent (and a copy's
+    template, as a page's socket reads it); else None."""
+    if not Conversation.agent.is_cached(conversation):
+        return None
+    agent = conversation.agent
+    if agent.template_id is not None and not Agent.template.is_cached(agent):
+        return None
+    return _agent_names(conversation)
 
 
 def _ours_and_stopped(run: Run, letta_run_id: str) -> bool:

@@ -405,16 +405,23 @@
     return q;
   }
 
+  // How many characters of ``text`` to reveal now, from ``shown``, to have all of it on screen by
+  // ``deadline``: an even share of what is left per tick, ended at a word's end where one is
+  // near, so words are not cut mid-way.
+  function nextStep(text, shown, deadline, now) {
+    var left = Math.max(1, Math.round((deadline - now) / TICK_MS));
+    var count = Math.max(1, Math.ceil((text.length - shown) / left));
+    var space = text.indexOf(" ", shown + count);
+    if (space !== -1 && space - (shown + count) < 6) count = space + 1 - shown;
+    return count;
+  }
+
   function paint() {
     var now = performance.now();
     paintReplies(now);
     queues = queues.filter(function (q) { return q.target.isConnected && q.text.length > 0; });
     queues.forEach(function (q) {
-      var left = Math.max(1, Math.round((q.deadline - now) / TICK_MS));
-      var count = Math.max(1, Math.ceil(q.text.length / left));
-      // End a step at a word's end where one is near, so words are not cut mid-way.
-      var space = q.text.indexOf(" ", count);
-      if (space !== -1 && space - count < 6) count = space + 1;
+      var count = nextStep(q.text, 0, q.deadline, now);
       q.target.appendChild(document.createTextNode(q.text.slice(0, count)));
       q.text = q.text.slice(count);
     });
@@ -459,11 +466,7 @@
     replies.forEach(function (r) {
       var text = r.full.textContent;
       if (r.shown >= text.length) return;
-      var left = Math.max(1, Math.round((r.deadline - now) / TICK_MS));
-      var count = Math.max(1, Math.ceil((text.length - r.shown) / left));
-      var space = text.indexOf(" ", r.shown + count);
-      if (space !== -1 && space - (r.shown + count) < 6) count = space + 1 - r.shown;
-      r.shown = Math.min(text.length, r.shown + count);
+      r.shown = Math.min(text.length, r.shown + nextStep(text, r.shown, r.deadline, now));
       var shown = prefixOf(r.full, r.shown);
       r.body.replaceChildren.apply(r.body, Array.prototype.slice.call(shown.childNodes));
     });
