@@ -11,8 +11,9 @@ process, and the page says "You were signed out" (``static/js/chat.js``):
   auth hash still valid) and closes when it fails. A session whose hash was updated by the
   password change itself (``update_session_auth_hash``) stays.
 - **Anything else** (expiry, a session deleted or a password changed with a queryset update,
-  an event lost with Redis): each socket re-checks its session on every frame it receives and
-  every ``LETTACHAT_SESSION_CHECK_SECONDS``.
+  an event lost with Redis): each socket re-checks its session on every frame it receives, and
+  every ``LETTACHAT_SESSION_CHECK_SECONDS`` the process checks the sessions of all its sockets at
+  once (each session once, in one call to a database thread, however many sockets it has).
 
 The person's group is named by ``user_group`` from their primary key, never from input; events
 carry only the type and a digest of a session key.
@@ -21,10 +22,9 @@ carry only the type and a digest of a session key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import random
+import weakref
 from importlib import import_module
 from typing import Any
 
@@ -108,16 +108,12 @@ async def socket_opened(consumer: Any) -> None:
     consumer.session_over = False
     consumer.session_group = user_group(user.pk)
     await consumer.channel_layer.group_add(consumer.session_group, consumer.channel_name)
-    consumer.session_watch = asyncio.create_task(_watch(consumer), name="session-watch")
+    _watched_sockets().add(consumer)
 
 
 async def socket_closed(consumer: Any) -> None:
-    """Leave the group and stop the check (safe for a socket that never opened)."""
-    watch: asyncio.Task[None] | None = getattr(consumer, "session_watch", None)
-    if watch is not None:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+    """Leave the group and the periodic check (safe for a socket that never opened)."""
+    _sockets.get(asyncio.get_running_loop(), set()).discard(consumer)
     group = getattr(consumer, "session_group", None)
     if group is not None:
         await consumer.channel_layer.group_discard(group, consumer.channel_name)
@@ -150,21 +146,47 @@ async def _end(consumer: Any) -> None:
     await consumer.close(code=CLOSE_SIGNED_OUT)
 
 
-async def _watch(consumer: Any) -> None:
-    """Re-check the session every few seconds: expiry and changes no event announced.
+# The sockets of this process (of each event loop: the tests run one per test), and the task that
+# checks their sessions every few seconds while there are any.
+_sockets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
 
-    The first check comes at a random point of the first interval, so the sockets of a process
-    (all reconnecting at once after a restart, say) spread their checks over time.
-    """
+
+def _watched_sockets() -> set[Any]:
+    """The sockets the periodic check covers; it runs while the set is not empty."""
+    loop = asyncio.get_running_loop()
+    sockets = _sockets.setdefault(loop, set())
+    watcher = _watchers.get(loop)
+    if watcher is None or watcher.done():
+        _watchers[loop] = loop.create_task(_watch(sockets), name="session-watch")
+    return sockets
+
+
+async def _watch(sockets: set[Any]) -> None:
+    """Every few seconds, the sessions of all the process's sockets: expiry and changes no event
+    announced. One call to a database thread for all of them, each session checked once: with
+    a check per socket, a thousand idle sockets made two hundred database calls a second."""
     interval = settings.LETTACHAT_SESSION_CHECK_SECONDS
-    delay = random.uniform(0, interval)  # noqa: S311 - spreading load, not a secret
-    while not consumer.session_over:
-        await asyncio.sleep(delay)
-        delay = interval
+    while sockets:
+        await asyncio.sleep(interval)
+        watched = [c for c in sockets if not c.session_over]
         try:
-            await still_signed_in(consumer)
+            live = await db(sessions_live)({(c.session_key, c.session_user_pk) for c in watched})
         except Exception:  # a failed check must not end the watch: the next one tries again
-            logger.exception("could not check the session of a socket")
+            logger.exception("could not check the sessions of this process's sockets")
+            continue
+        for consumer in watched:
+            if (consumer.session_key, consumer.session_user_pk) not in live:
+                await _end(consumer)
+
+
+def sessions_live(sessions: set[tuple[str | None, object]]) -> set[tuple[str | None, object]]:
+    """Those of ``(session key, user pk)`` that ``session_is_live``."""
+    return {session for session in sessions if session_is_live(*session)}
 
 
 # --- Publishing: after the transaction commits -------------------------------------------------

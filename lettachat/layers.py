@@ -18,12 +18,19 @@ membership a day), so sweeping at most once a second changes nothing a client ca
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.utils import _wrap_close
 from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
 
@@ -44,3 +51,48 @@ def fragments_layer() -> Any:
     found = get_channel_layer(settings.FRAGMENTS_LAYER) or get_channel_layer()
     assert found is not None, "CHANNEL_LAYERS is not configured"
     return found
+
+
+class PubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]  # channels_redis is untyped
+    """channels_redis's pub/sub layer, whose sockets leave quietly.
+
+    Its ``receive``, cancelled as a socket closes, unsubscribes the socket's channel before it
+    lets the cancel through; a second cancel meanwhile (the consumer's own task cancelled as the
+    process stops or daphne gives up on it) interrupts that and logs an ERROR for each socket. Here
+    the unsubscribe runs in a task of its own, which no cancel of the socket's reaches.
+    """
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = _PubSubLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+        return layer
+
+
+class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
+    _leaving: set[asyncio.Task[None]]
+
+    async def receive(self, channel: str) -> Any:
+        if channel not in self.channels:
+            await self._subscribe_to_channel(channel)
+        queue = self.channels[channel]
+        try:
+            message = await queue.get()
+        except (asyncio.CancelledError, TimeoutError, GeneratorExit):
+            if self.channels.pop(channel, None) is not None:
+                leaving = getattr(self, "_leaving", None) or set()
+                self._leaving = leaving
+                task = asyncio.ensure_future(self._unsubscribe(channel))
+                leaving.add(task)
+                task.add_done_callback(leaving.discard)
+            raise
+        return self.channel_layer.deserialize(message)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        try:
+            await self._get_shard(channel).unsubscribe(channel)
+        except (RedisError, OSError, RuntimeError) as exc:  # Redis gone, or the loop closing
+            logger.info("could not unsubscribe %s: %s", channel, exc)

@@ -163,7 +163,7 @@ if REDIS_URL:
         # behind with 50 replies streaming (bench/RESULTS.md). What must not be lost (a relay's
         # stop, retry and snapshot requests, snapshots, session ends) stays on the default.
         FRAGMENTS_LAYER: {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "lettachat.layers.PubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat") + ".fragments.",

@@ -98,3 +98,28 @@ async def test_a_socket_that_left_the_group_gets_no_more_fragments(redis_layer):
     # A group message is handed to every member of the process in one go: had it been for the
     # one that left, it would be waiting for it by now.
     assert layer._get_layer().channels[leaving].empty()
+
+
+async def test_a_socket_that_leaves_as_the_process_stops_unsubscribes_without_an_error(
+    redis_layer, caplog
+):
+    """Cancelled twice (the socket closing, then its task as the process stops): channels_redis's
+    own receive logged an ERROR per socket, its unsubscribe cut off half-way."""
+    from lettachat.layers import fragments_layer
+
+    layer = fragments_layer()
+    channel = await layer.new_channel()
+    loop_layer = layer._get_layer()
+    shard = loop_layer._get_shard(channel)
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)  # one turn of the loop: it waits for a message
+    async with shard._lock:  # the connection busy with other sockets' comings and goings
+        receiving.cancel()
+        await asyncio.sleep(0)  # one turn: it takes the cancel (and waits for the connection)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+    await asyncio.gather(*getattr(loop_layer, "_leaving", ()))
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert channel not in loop_layer.channels
+    assert channel not in shard._subscribed_to
