@@ -34,6 +34,11 @@ RUNS: list[tuple[str, list[str]]] = [
     ("relay-scripted-memory-unfixed", ["relay_overhead.py", "--without", UNFIXED, "--name",
                                        "unfixed"]),
     ("relay-scripted-redis", ["relay_overhead.py", "--layer", "redis", "--profile"]),
+    ("relay-scripted-redis-2proc-elsewhere", ["relay_overhead.py", "--layer", "redis",
+                                              "--processes", "2", "--watch-elsewhere",
+                                              "--profile"]),
+    ("relay-scripted-redis-uvicorn", ["relay_overhead.py", "--layer", "redis", "--levels",
+                                      "1,50", "--server", "uvicorn"]),
     ("relay-letta-memory", ["relay_overhead.py", "--upstream", "letta", "--min-samples", "20",
                             "--profile"]),
     ("long-history", ["long_history.py"]),
@@ -41,6 +46,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("connections-memory", ["connections.py"]),
     ("connections-redis", ["connections.py", "--layer", "redis"]),
     ("http-throughput", ["http_throughput.py"]),
+    ("http-throughput-uvicorn", ["http_throughput.py", "--server", "uvicorn"]),
     ("http-throughput-unpooled", ["http_throughput.py", "--without", "pool", "--name",
                                   "unpooled"]),
     ("soak", ["soak_resume.py"]),
@@ -136,6 +142,11 @@ def summary() -> str:
 
     relay_rows("relay-scripted-memory", "scripted upstream, in-memory layer")
     relay_rows("relay-scripted-redis", "scripted upstream, Redis layer")
+    relay_rows(
+        "relay-scripted-redis-2proc-elsewhere",
+        "scripted upstream, Redis layer, 2 processes, each reply read on the other",
+    )
+    relay_rows("relay-scripted-redis-uvicorn", "scripted upstream, Redis layer, uvicorn")
     relay_rows("relay-letta-memory", "real Letta server")
     sweep = raw.get("relay-scripted-memory-sweep", {}).get("sweep", [])
     if sweep:
@@ -198,13 +209,13 @@ def summary() -> str:
                     c.verdict(conn["rss_peak_kb"] <= 250 * 1024),
                 )
             )
-    http = raw.get("http-throughput")
-    if http:
-        for page in http["pages"]:
+    for server in ("", "-uvicorn"):
+        for page in raw.get(f"http-throughput{server}", {}).get("pages", []):
             if page["page"].startswith("chat page"):
                 rows.append(
                     (
-                        f"5. chat page, {page['connections']} connection(s)",
+                        f"5. chat page, {page['connections']} connection(s)"
+                        + (f" ({server[1:]})" if server else " (daphne)"),
                         f"{page['rps']:.0f} requests/s, median {page['p50_ms']:.1f} ms",
                         "measured",
                     )

@@ -157,19 +157,21 @@ if REDIS_URL:
                 "capacity": 5000,
             },
         },
-        # A conversation's page fragments (lettachat/layers.py): Redis pub/sub, one PUBLISH per
-        # fragment whoever listens, pushed to each process. channels_redis's own layer above
-        # costs round trips per message on both sides, and those made a process fall seconds
-        # behind with 50 replies streaming (bench/RESULTS.md). What must not be lost (a relay's
-        # stop, retry and snapshot requests, snapshots, session ends) stays on the default.
-        FRAGMENTS_LAYER: {
+    }
+    # A conversation's page fragments (lettachat/layers.py) over Redis pub/sub: one PUBLISH per
+    # fragment whoever listens, pushed to each process. channels_redis's list layer above costs
+    # round trips per message on both sides, which made a process fall seconds behind with 20 to
+    # 50 replies streaming (bench/RESULTS.md). What must not be lost (a relay's stop, retry and
+    # snapshot requests, snapshots, session ends) stays on the list layer. Not yet the default:
+    # the fault soak over two processes showed one reply twice on a page with it (issue 17).
+    if env.bool("LETTACHAT_FRAGMENTS_PUBSUB", default=False):
+        CHANNEL_LAYERS[FRAGMENTS_LAYER] = {
             "BACKEND": "lettachat.layers.PubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="lettachat") + ".fragments.",
             },
-        },
-    }
+        }
 else:
     # One process only. The default capacity (100) drops group messages under load; channels'
     # own layer sweeps every channel on every send (lettachat/layers.py).

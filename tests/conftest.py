@@ -51,6 +51,23 @@ def django_db_setup(django_db_setup, django_db_blocker):
                 close_pool()
 
 
+@pytest.fixture
+def fragments_over_pubsub(settings):
+    """Page fragments over Redis pub/sub (``LETTACHAT_FRAGMENTS_PUBSUB``, not yet the default)."""
+    require(bool(settings.REDIS_URL), "REDIS_URL is not set: Redis pub/sub is untested")
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        settings.FRAGMENTS_LAYER: {
+            "BACKEND": "lettachat.layers.PubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": settings.REDIS_URL, "socket_timeout": 15}],
+                "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "lettachat") + ".fragments.",
+            },
+        },
+    }
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(autouse=True)
 def fresh_channel_layer():
     """A channel layer per test: each test has its own event loop, and channels_redis binds its

@@ -58,7 +58,9 @@ def _fragments_layer_of_another_process():
     return RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
 
 
-def test_fragments_go_over_pub_sub_and_the_rest_over_the_layer_whose_messages_wait(redis_layer):
+def test_with_pubsub_fragments_go_over_pub_sub_and_the_rest_over_the_layer_whose_messages_wait(
+    redis_layer, fragments_over_pubsub
+):
     from channels_redis.core import RedisChannelLayer
     from channels_redis.pubsub import RedisPubSubChannelLayer
 
@@ -68,7 +70,9 @@ def test_fragments_go_over_pub_sub_and_the_rest_over_the_layer_whose_messages_wa
     assert isinstance(redis_layer, RedisChannelLayer)  # stop, retry, snapshots, session ends
 
 
-async def test_a_reply_s_fragments_reach_sockets_on_another_process_in_order(redis_layer):
+async def test_a_reply_s_fragments_reach_sockets_on_another_process_in_order(
+    redis_layer, fragments_over_pubsub
+):
     from lettachat.layers import fragments_layer
 
     here, there = fragments_layer(), _fragments_layer_of_another_process()
@@ -85,7 +89,9 @@ async def test_a_reply_s_fragments_reach_sockets_on_another_process_in_order(red
         await there.flush()
 
 
-async def test_a_socket_that_left_the_group_gets_no_more_fragments(redis_layer):
+async def test_a_socket_that_left_the_group_gets_no_more_fragments(
+    redis_layer, fragments_over_pubsub
+):
     from lettachat.layers import fragments_layer
 
     layer = fragments_layer()
@@ -101,7 +107,7 @@ async def test_a_socket_that_left_the_group_gets_no_more_fragments(redis_layer):
 
 
 async def test_a_socket_that_leaves_as_the_process_stops_unsubscribes_without_an_error(
-    redis_layer, caplog
+    redis_layer, fragments_over_pubsub, caplog
 ):
     """Cancelled twice (the socket closing, then its task as the process stops): channels_redis's
     own receive logged an ERROR per socket, its unsubscribe cut off half-way."""

@@ -63,9 +63,14 @@ async def test_a_foreign_origin_is_refused(conversation, user):
     assert not connected
 
 
+@pytest.mark.parametrize(
+    "fragments", ["default", pytest.param("pubsub", marks=pytest.mark.production_stack)]
+)
 async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
-    conversation, user, fake_gateway
+    conversation, user, fake_gateway, fragments, request
 ):
+    if fragments == "pubsub":
+        request.getfixturevalue("fragments_over_pubsub")
     message_id = fake_gateway.enqueue_text("Hello", " there", " **friend**", one_by_one=True)
     communicator, connected, _ = await open_socket(conversation.letta_id, user=user)
     assert connected
