@@ -73,7 +73,9 @@ class PubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]  # chan
 
 
 class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
-    _leaving: set[asyncio.Task[None]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leaving: set[asyncio.Task[None]] = set()  # unsubscribes under way
 
     async def receive(self, channel: str) -> Any:
         if channel not in self.channels:
@@ -83,11 +85,9 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
             message = await queue.get()
         except (asyncio.CancelledError, TimeoutError, GeneratorExit):
             if self.channels.pop(channel, None) is not None:
-                leaving = getattr(self, "_leaving", None) or set()
-                self._leaving = leaving
                 task = asyncio.ensure_future(self._unsubscribe(channel))
-                leaving.add(task)
-                task.add_done_callback(leaving.discard)
+                self._leaving.add(task)
+                task.add_done_callback(self._leaving.discard)
             raise
         return self.channel_layer.deserialize(message)
 

@@ -125,7 +125,7 @@ async def test_a_socket_that_leaves_as_the_process_stops_unsubscribes_without_an
         receiving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await receiving
-    await asyncio.gather(*getattr(loop_layer, "_leaving", ()))
+    await asyncio.gather(*loop_layer._leaving)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert channel not in loop_layer.channels
     assert channel not in shard._subscribed_to
