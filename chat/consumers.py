@@ -107,6 +107,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     # While a snapshot of the running reply is on its way: the group events that came meanwhile.
     pending: list[dict[str, Any]] | None = None
     snapshot_from: str = ""
+    snapshot_request: str = ""  # the id of the snapshot asked for: only its answer is taken
     takeover: asyncio.Task[None] | None = None
     # The relay and tick of the last snapshot: group events up to it are already on the page.
     watermark: tuple[str, int] = ("", 0)
@@ -330,24 +331,38 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 )
             )
             return
-        # Events that arrive before the relay's snapshot wait, then only newer ones go out.
+        # Events that arrive before the relay's snapshot wait, then only newer ones go out. Only
+        # the answer to this request is taken: one to an earlier request would show twice.
         self.pending = []
         self.snapshot_from = run.relay_channel
+        self.snapshot_request = uuid.uuid4().hex
         await relay.request_snapshot(
-            run.relay_channel, reply_to=self.channel_name, after=after, drafts=drafts
+            run.relay_channel,
+            reply_to=self.channel_name,
+            after=after,
+            drafts=drafts,
+            request=self.snapshot_request,
         )
         self.takeover = asyncio.create_task(self._take_over_if_silent(run, after, drafts))
 
     async def _take_over_if_silent(self, run: Run, after: int, drafts: bool) -> None:
-        await asyncio.sleep(settings.LETTACHAT_RELAY_ANSWER_SECONDS)
-        if self.pending is None:
-            return
-        # No relay answered: its process is gone. Follow the run from here.
-        logger.info("relay of run %s is silent; taking over", run.pk)
-        await actions.reply_take_over(
-            conversation=self.conversation, run=run, stale_channel=self.snapshot_from
-        )
-        await self._resume(after=after, drafts=drafts)
+        """While the relay does not answer: take the run over once its relay is gone (its
+        process died); a relay that is alive but slow (Letta hangs) answers in its own time."""
+        while True:
+            await asyncio.sleep(settings.LETTACHAT_RELAY_ANSWER_SECONDS)
+            if self.pending is None:
+                return
+            # Shielded: a claim is never left half made (claimed, with no relay started).
+            taken = await asyncio.shield(
+                actions.reply_take_over(
+                    conversation=self.conversation, run=run, stale_channel=self.snapshot_from
+                )
+            )
+            if taken != "alive":
+                break
+        if taken == "taken":
+            logger.info("relay of run %s was silent and gone; took it over", run.pk)
+        await self._resume(after=after, drafts=drafts)  # from the relay that follows it now
 
     async def _stop(self, *, retry: bool) -> None:
         run = await actions.reply_stop(conversation=self.conversation, retry=retry)
@@ -384,6 +399,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         await self.send(text_data=event["html"])
 
     async def conversation_snapshot(self, event: dict[str, Any]) -> None:
+        if self.pending is None or event.get("request") != self.snapshot_request:
+            return  # the answer to an earlier request: the page has what it holds, or will
         if self.takeover is not None:
             self.takeover.cancel()
             self.takeover = None

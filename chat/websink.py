@@ -20,7 +20,7 @@ from lettachat.layers import fragments_layer
 
 SENDER_PREFIX = "ws:"  # a page's socket as the sender of a message: "ws:<its channel name>"
 EVENT_TYPE = "conversation.html"  # -> the group (or one socket): {"html", "relay", "tick"}
-SNAPSHOT_TYPE = "conversation.snapshot"  # -> one socket: {"html", "relay", "tick"}
+SNAPSHOT_TYPE = "conversation.snapshot"  # -> one socket: {"html", "relay", "tick", "request"}
 
 
 def sender_of(channel_name: str) -> str:
@@ -127,7 +127,9 @@ class WebSink:
             drafts=snapshot.drafts,
         )
         pks = [m.pk for m in snapshot.stored]
-        await layer().send(snapshot.reply_to, _message(SNAPSHOT_TYPE, html, stamp, pks))
+        message = _message(SNAPSHOT_TYPE, html, stamp, pks)
+        message["request"] = snapshot.request
+        await layer().send(snapshot.reply_to, message)
 
 
 def _message(

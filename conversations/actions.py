@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Literal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.utils import timezone
 
 from conversations import approvals, quotas, selectors, services, sinks
 from conversations.events import (
@@ -219,13 +222,26 @@ async def reply_adopt(*, run: Run, heard_before: datetime) -> bool:
     return True
 
 
-async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel: str) -> bool:
-    """Follow a run whose relay is gone, in this process. False if someone else took it."""
-    if relays.running_here(conversation.pk) is not None:
-        return True
-    claimed = await db(services.run_claim)(run=run, stale_channel=stale_channel)
+TakeOver = Literal["taken", "alive", "gone"]
+
+
+async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel: str) -> TakeOver:
+    """Follow a run whose relay did not answer, in this process, if that relay is gone.
+
+    "taken": followed here now; "alive": its relay still says it is alive (it is slow to
+    answer, say while Letta hangs): it is left to answer; "gone": the run ended, or another
+    relay follows it now.
+    """
+    here = relays.running_here(conversation.pk)
+    if here is not None:
+        return "alive" if here.channel == stale_channel else "gone"
+    heard_before = timezone.now() - timedelta(seconds=relay_presumed_gone_after())
+    claimed = await db(services.run_claim)(
+        run=run, stale_channel=stale_channel, heard_before=heard_before
+    )
     if not claimed:
-        return False
+        alive = await db(services.run_relay_alive)(run=run, channel=stale_channel)
+        return "alive" if alive else "gone"
     user_message = await db(lambda: run.user_message)()
     approval = await db(_approval_answered_by)(run)
     await _relay_start(
@@ -235,7 +251,13 @@ async def reply_take_over(*, conversation: Conversation, run: Run, stale_channel
         resume=True,
         approval=approval,
     )
-    return True
+    return "taken"
+
+
+def relay_presumed_gone_after() -> float:
+    """Seconds without a heartbeat after which a page takes a relay for dead: three missed
+    beats, so that a busy process's late beat is not mistaken for a death."""
+    return 3 * float(settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS)
 
 
 def _approval_answered_by(run: Run) -> Approval | None:

@@ -157,13 +157,15 @@ class Resync:
 class Snapshot:
     """Everything a (re)connecting client is missing, as of one moment of the reply: the stored
     messages after the last one it has, the draft so far, the status. For one client only
-    (``reply_to``); ``drafts``: it shows stale drafts, to drop first."""
+    (``reply_to``); ``drafts``: it shows stale drafts, to drop first; ``request``: the client's id
+    for the request, given back so that it takes the answer to its latest request only."""
 
     reply_to: str
     stored: list[Message]
     draft: Draft | None
     status: ReplyStatus
     drafts: bool = False
+    request: str = ""
 
 
 # --- Around a reply ------------------------------------------------------------------------------

@@ -359,14 +359,25 @@ def run_claim_abandoned(*, run: Run, heard_before: datetime) -> bool:
     return bool(claimed)
 
 
-def run_claim(*, run: Run, stale_channel: str) -> bool:
-    """Take over a run whose relay is gone; only one taker wins."""
-    claimed = Run.objects.filter(
-        pk=run.pk, status=Run.Status.RUNNING, relay_channel=stale_channel
-    ).update(relay_channel=f"claimed.{uuid.uuid4().hex}")
+def run_claim(*, run: Run, stale_channel: str, heard_before: datetime) -> bool:
+    """Take over a run whose relay did not answer: only if that relay is still the run's and
+    has not said it is alive since ``heard_before`` (a relay that is alive but slow to answer,
+    say while Letta hangs, is never doubled); only one taker wins."""
+    silent = Q(relay_seen_at__lt=heard_before) | Q(relay_seen_at__isnull=True)
+    claimed = (
+        Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, relay_channel=stale_channel)
+        .filter(silent)
+        .update(relay_channel=f"claimed.{uuid.uuid4().hex}", relay_seen_at=timezone.now())
+    )
     if claimed:
         run.refresh_from_db()
     return bool(claimed)
+
+
+def run_relay_alive(*, run: Run, channel: str) -> bool:
+    """Whether ``channel``'s relay still follows ``run`` (it is running, and has not been
+    taken over)."""
+    return Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, relay_channel=channel).exists()
 
 
 def run_request_stop(*, run: Run) -> bool:
@@ -386,14 +397,23 @@ def runs_hand_over(*, run_pks: list[int]) -> None:
     Run.objects.filter(pk__in=run_pks, status=Run.Status.RUNNING).update(relay_seen_at=long_ago)
 
 
-def run_seen(*, run: Run) -> bool:
-    """The relay following ``run`` is alive (its heartbeat).
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a relay's heartbeat learnt: ``ours``: the run is still its own (running, and not
+    taken over by another relay); ``stop_recorded``: a Stop was recorded on the run meanwhile
+    (pressed while no relay answered, so only the record tells the relay that follows it)."""
 
-    True when a Stop was recorded on the run meanwhile: pressed while no relay answered (one was
-    taking over), so only the record tells the relay that now follows it.
-    """
-    Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(relay_seen_at=timezone.now())
-    return Run.objects.filter(pk=run.pk, stop_requested_at__isnull=False).exists()
+    ours: bool
+    stop_recorded: bool
+
+
+def run_seen(*, run: Run, channel: str) -> Heartbeat:
+    """The relay on ``channel`` is alive (its heartbeat), if it still follows ``run``."""
+    ours = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, relay_channel=channel).update(
+        relay_seen_at=timezone.now()
+    )
+    stopped = Run.objects.filter(pk=run.pk, stop_requested_at__isnull=False).exists()
+    return Heartbeat(ours=bool(ours), stop_recorded=stopped)
 
 
 def run_started(*, run: Run, letta_run_id: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from channels.db import database_sync_to_async
@@ -346,3 +346,127 @@ async def test_a_stop_recorded_with_a_run_is_carried_out_by_the_relay_that_takes
     assert fake_gateway.cancels == [conversation.letta_id]
     [run] = await the_runs(conversation)
     assert run.status == Run.Status.STOPPED
+
+
+# A relay that is alive but slow (Letta hangs) is never doubled, and never shows a page twice ------
+
+
+async def test_a_page_reconnecting_while_letta_hangs_on_a_run_check_is_answered_and_shown_once(
+    conversation, user, fake_gateway, quick
+):
+    """Letta hangs (SIGSTOP, seen in bench/soak_faults.py): the relay asks where the silent run
+    is, and gets no answer. A page that reconnects meanwhile is answered at once, nothing takes
+    the live relay's run over, and the reply shows once when Letta wakes."""
+    gate = fake_gateway.enqueue(reply(), hold_after=3)  # after " upon": Letta says nothing
+    fake_gateway.run_state_gate = hanging = asyncio.Event()
+    first, _, _ = await open_socket(conversation.letta_id, user=user)
+    await send_message(first, "go")
+    while "upon" not in await first.receive_from(timeout=5):
+        pass
+    while not fake_gateway.state_checks:  # the relay's question to Letta hangs
+        await first.receive_from(timeout=5)
+    await first.disconnect()
+
+    page = PageModel()
+    second, _, _ = await open_socket(conversation.letta_id, user=user)
+    await second.send_to(text_data=json.dumps({"type": "resume", "after": 0}))
+    frame = await second.receive_from(timeout=5)  # the snapshot, while Letta still hangs
+    page.apply(frame)
+    assert "Once upon" in frame
+    assert not hanging.is_set()
+    # Several answer windows later, the run is still the live relay's own.
+    assert await second.receive_nothing(timeout=4 * quick.LETTACHAT_RELAY_ANSWER_SECONDS)
+    assert fake_gateway.resumed == [], "no second relay"
+
+    hanging.set()
+    gate.set()
+    for frame in await frames_until_idle(second, timeout=10):
+        page.apply(frame)
+    await second.disconnect()
+    assert [text for _, text in page.articles()] == ["go", "Once upon a time."]
+    assert [m[:2] for m in await stored(conversation)] == [
+        ("user", "go"),
+        ("assistant", "Once upon a time."),
+    ]
+
+
+async def test_a_relay_whose_run_another_relay_took_over_ends_quietly(
+    conversation, user, fake_gateway, quick
+):
+    """A relay taken for dead (its process was stuck past the heartbeats) that wakes up finds the
+    run followed by another relay: it tells and stores nothing more."""
+    quick.LETTACHAT_RELAY_HEARTBEAT_SECONDS = 0.05
+    gate = fake_gateway.enqueue(reply(), hold_after=3)
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    await send_message(communicator, "go")
+    while "upon" not in await communicator.receive_from(timeout=5):
+        pass
+    running = registry.running_here(conversation.pk)
+    [run] = await the_runs(conversation)
+    # Another process claims the run (as a page or the reaper does).
+    await database_sync_to_async(
+        lambda: Run.objects.filter(pk=run.pk).update(relay_channel="claimed.elsewhere")
+    )()
+    await asyncio.wait_for(running.task, timeout=5)
+    gate.set()
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+    [run] = await the_runs(conversation)
+    assert run.status == Run.Status.RUNNING, "left to the relay that follows it"
+    assert [m[:2] for m in await stored(conversation)] == [("user", "go")]
+
+
+async def test_a_page_takes_over_only_a_relay_that_has_stopped_saying_it_is_alive(
+    conversation, user, fake_gateway, settings
+):
+    from conversations import services
+
+    make = database_sync_to_async(
+        lambda seen: Run.objects.create(
+            conversation=conversation, relay_channel="relay.1", relay_seen_at=seen
+        )
+    )
+    now = datetime.now(UTC)
+    alive = await make(now)
+    claim = database_sync_to_async(services.run_claim)
+    assert not await claim(
+        run=alive, stale_channel="relay.1", heard_before=now - timedelta(seconds=15)
+    )
+    assert await database_sync_to_async(services.run_relay_alive)(run=alive, channel="relay.1")
+    assert not await claim(run=alive, stale_channel="relay.2", heard_before=now + timedelta(1))
+    assert await claim(run=alive, stale_channel="relay.1", heard_before=now + timedelta(1))
+    assert alive.relay_channel.startswith("claimed.")
+    assert not await database_sync_to_async(services.run_relay_alive)(run=alive, channel="relay.1")
+
+
+async def test_a_page_takes_only_the_answer_to_its_latest_snapshot_request(
+    conversation, user, monkeypatch
+):
+    """An answer to an earlier request (a relay that was slow) would show the page twice."""
+    from channels.layers import get_channel_layer
+
+    asked: list[dict] = []
+    was_asked = asyncio.Event()
+
+    async def ask(channel: str, **request) -> None:
+        asked.append(request)
+        was_asked.set()
+
+    monkeypatch.setattr(relay, "request_snapshot", ask)
+    await database_sync_to_async(Run.objects.create)(
+        conversation=conversation, relay_channel="relay.x", relay_seen_at=datetime.now(UTC)
+    )
+    page, _, _ = await open_socket(conversation.letta_id, user=user)
+    await page.send_to(text_data=json.dumps({"type": "resume", "after": 0}))
+    await asyncio.wait_for(was_asked.wait(), timeout=5)
+    [request] = asked
+    layer = get_channel_layer()
+    for html, request_id in (("<p>earlier</p>", "earlier"), ("<p>this</p>", request["request"])):
+        await layer.send(
+            request["reply_to"],
+            {"type": "conversation.snapshot", "html": html, "relay": "relay.x", "tick": 1,
+             "pks": [], "request": request_id},
+        )  # fmt: skip
+    assert await page.receive_from(timeout=5) == "<p>this</p>"
+    assert await page.receive_nothing(timeout=0.2)
+    await page.disconnect()

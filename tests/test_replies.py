@@ -397,6 +397,7 @@ async def test_a_run_whose_relay_died_is_taken_over_by_the_next_page(
     conversation, user, fake_gateway, settings
 ):
     settings.LETTACHAT_RELAY_ANSWER_SECONDS = 0.2
+    settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS = 0.1  # a dead relay is told by 3 missed beats
     fake_gateway.enqueue(reply(), hold_after=3)
     first, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(first, "go")
@@ -437,6 +438,7 @@ async def test_pressing_stop_again_sends_no_more_cancels(conversation, user, fak
 
 async def test_stop_works_on_a_resumed_stream(conversation, user, fake_gateway, settings):
     settings.LETTACHAT_RELAY_ANSWER_SECONDS = 0.2
+    settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS = 0.1  # a dead relay is told by 3 missed beats
     fake_gateway.enqueue(reply(), hold_after=3)
     first, _, _ = await open_socket(conversation.letta_id, user=user)
     await send_message(first, "go")

@@ -11,7 +11,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-SNAPSHOT_REQUEST = "relay.snapshot"  # {"reply_to", "after", "drafts"}: answered to reply_to
+# {"reply_to", "after", "drafts", "request"}: answered to reply_to, with the request's id
+SNAPSHOT_REQUEST = "relay.snapshot"
 STOP_REQUEST = "relay.stop"
 RETRY_REQUEST = "relay.retry"  # stop, then send the message again
 CLOSE_REQUEST = "relay.close"  # from the relay to its own control reader: the reply is over
@@ -32,10 +33,18 @@ async def relay_channel_new() -> str:
     return str(await layer().new_channel())
 
 
-async def request_snapshot(relay_channel: str, *, reply_to: str, after: int, drafts: bool) -> None:
+async def request_snapshot(
+    relay_channel: str, *, reply_to: str, after: int, drafts: bool, request: str = ""
+) -> None:
     await layer().send(
         relay_channel,
-        {"type": SNAPSHOT_REQUEST, "reply_to": reply_to, "after": after, "drafts": drafts},
+        {
+            "type": SNAPSHOT_REQUEST,
+            "reply_to": reply_to,
+            "after": after,
+            "drafts": drafts,
+            "request": request,
+        },
     )
 
 

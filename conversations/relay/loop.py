@@ -182,7 +182,10 @@ class _Busy:
     run_id: str
 
 
-QueueItem = tuple[Literal["event", "control", "end", "failure", "quiet"], Any]
+QueueItem = tuple[
+    Literal["event", "control", "end", "failure", "quiet", "state", "superseded"], Any
+]
+_UNKNOWN = object()  # Letta could not say where the run is (an error): asked again later
 
 
 class ReplyRelay:
@@ -234,6 +237,9 @@ class ReplyRelay:
         self.heard_at = 0.0
         self.content_at = 0.0
         self.checked_at = 0.0
+        self.checking: asyncio.Task[None] | None = None  # Letta being asked where the run is
+        # Another relay follows the run now (this one was taken for dead): this one ends quietly.
+        self.superseded = False
         self.letta_went_away = False  # seen while following: Letta's runs do not survive it
         self.lost = ""  # why the run is over although Letta's stream does not say so
         self.stored_any = False  # a message of the reply is stored
@@ -295,8 +301,17 @@ class ReplyRelay:
             self.failure = self.failure or "lettachat failed while relaying this reply."
         finally:
             heartbeat.cancel()
+            if self.checking is not None:
+                self.checking.cancel()
             reader_control.add_done_callback(_retrieve)
             registry.remove(self)
+        if self.superseded:
+            # Nothing more of it is told or stored: the relay that follows the run does that.
+            logger.warning("run %s is followed by another relay now; this one ends", self.run.pk)
+            await self._stop_control(reader_control)
+            reader.cancel()
+            reader.add_done_callback(_retrieve)
+            return
         try:
             finished = await self._finish()
         finally:
@@ -314,11 +329,14 @@ class ReplyRelay:
         """Tell other processes this relay is alive (``Run.relay_seen_at``), until it ends."""
         while True:
             try:
-                stop_recorded = await db(services.run_seen)(run=self.run)
+                beat = await db(services.run_seen)(run=self.run, channel=self.channel)
             except Exception:
                 logger.exception("heartbeat of run %s failed", self.run.pk)
             else:
-                if stop_recorded and not self.stop_requested:
+                if not beat.ours:
+                    await self._queue.put(("superseded", None))
+                    return
+                if beat.stop_recorded and not self.stop_requested:
                     await self._queue.put(("control", {"type": control.STOP_REQUEST}))
             await asyncio.sleep(settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS)
 
@@ -362,6 +380,12 @@ class ReplyRelay:
             elif kind == "failure":
                 self.failure = payload
                 return
+            elif kind == "state":
+                if await self._run_state(payload):
+                    return
+            elif kind == "superseded":
+                self.superseded = True
+                return
             if await self._silence(now):
                 return
 
@@ -386,19 +410,38 @@ class ReplyRelay:
             return False
         if no_content_for >= settings.LETTACHAT_GIVE_UP_SECONDS:
             self.lost = gave_up_note()
-        elif now - self.checked_at >= settings.LETTACHAT_RUN_CHECK_SECONDS:
+        elif (
+            now - self.checked_at >= settings.LETTACHAT_RUN_CHECK_SECONDS and self.checking is None
+        ):
             self.checked_at = now
-            try:
-                state = await self.gateway.arun_state(run_id=self.run.letta_run_id)
-            except LettaError as exc:
-                logger.info("could not ask Letta about %s: %s", self.run.letta_run_id, exc)
-                return False
-            if state is None or state.over:
-                logger.info("Letta says run %s is over: %s", self.run.letta_run_id, state)
-                return True  # whatever Letta kept, the reconcile brings in
-            if self.letta_went_away:
-                self.lost = LETTA_RESTARTED  # it lists the run as running: it is not
+            self.checking = asyncio.create_task(self._ask_run_state())
         if self.lost:
+            await self._cancel()  # so Letta lists it as over and takes new messages
+            return True
+        return False
+
+    async def _ask_run_state(self) -> None:
+        """Ask Letta where the run is, beside the loop: while Letta is slow to say (it hangs),
+        the loop goes on answering pages' snapshot requests and Stop. The answer joins the
+        queue, to be read in turn (``_run_state``)."""
+        answer: object
+        try:
+            answer = await self.gateway.arun_state(run_id=self.run.letta_run_id)
+        except LettaError as exc:
+            logger.info("could not ask Letta about %s: %s", self.run.letta_run_id, exc)
+            answer = _UNKNOWN
+        await self._queue.put(("state", answer))
+
+    async def _run_state(self, state: Any) -> bool:
+        """Letta's answer to where the run is; True when the reply is over for that."""
+        self.checking = None
+        if state is _UNKNOWN or self.content_at > self.checked_at:
+            return False  # no answer; or content came since it was asked: the run goes on
+        if state is None or state.over:
+            logger.info("Letta says run %s is over: %s", self.run.letta_run_id, state)
+            return True  # whatever Letta kept, the reconcile brings in
+        if self.letta_went_away:
+            self.lost = LETTA_RESTARTED  # it lists the run as running: it is not
             await self._cancel()  # so Letta lists it as over and takes new messages
             return True
         return False
@@ -702,6 +745,7 @@ class ReplyRelay:
                 draft=draft,
                 status=self._status(),
                 drafts=bool(message.get("drafts")),
+                request=str(message.get("request") or ""),
             )
             # The snapshot is as of the last event sent: it does not count as one.
             await sinks.emit(

@@ -182,6 +182,8 @@ def test_the_app_server_killed_mid_reply_comes_back_and_the_reply_finishes_once(
     app_server.kill()
     page.wait_for_function(f"() => ({connection})() === 'closed'")
     app_server.env["LETTACHAT_RELAY_ANSWER_SECONDS"] = "0.5"
+    # A page takes a relay for dead after three missed heartbeats (of this length).
+    app_server.env["LETTACHAT_RELAY_HEARTBEAT_SECONDS"] = "0.5"
     app_server.start()
 
     page.wait_for_function(f"() => ({connection})() === 'open'", timeout=30_000)

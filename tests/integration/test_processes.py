@@ -185,7 +185,4 @@ async def test_sigterm_closes_sockets_as_restarting_hands_the_reply_over_and_end
     await watcher.until(is_idle, timeout=30)
     whole = await lettas_reply(letta_gateway, conversation)
     assert tab.transcript() == ["count [[long:300]]", whole]
-    __import__("pathlib").Path("/tmp/watcher.pkl").write_bytes(
-        __import__("pickle").dumps(watcher.frames)
-    )
     assert watcher.transcript() == ["count [[long:300]]", whole]
