@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.db.models import Case, When
+
 from conversations.models import Conversation, Message, Run
 from letta_gateway import Gateway, LettaError
 from lettachat.aio import db
@@ -34,6 +36,24 @@ FOREIGN_RUN = (
 
 # Names the otids made for messages whose own otid another conversation had (uuid5).
 _NAMESPACE = uuid.UUID("5d0f6c1e-2b8e-4c57-9a53-0c7f1d6f3b21")
+
+
+def message_for_send(*, conversation: Conversation, otid: str) -> tuple[str, Message | None]:
+    """The ``otid`` to send with (``otid_for_send``), and this conversation's message already
+    recorded with it (a resend), if there is one: in one query, unless another conversation
+    has the ``otid`` (rare)."""
+    found = list(
+        Message.objects.filter(message_type=Message.Type.USER, otid=otid)
+        .annotate(elsewhere=Case(When(conversation=conversation, then=0), default=1))
+        .order_by("elsewhere")[:2]
+    )
+    if any(m.conversation_id != conversation.pk for m in found):
+        otid = otid_for_send(conversation=conversation, otid=otid)
+        existing = Message.objects.filter(
+            conversation=conversation, message_type=Message.Type.USER, otid=otid
+        ).first()
+        return otid, existing
+    return otid, found[0] if found else None
 
 
 def _taken_elsewhere(conversation: Conversation, otid: str) -> bool:

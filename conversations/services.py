@@ -12,11 +12,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from conversations import approvals, otids, personal_data, quotas
-from conversations.models import Agent, Conversation, Message, Run
+from conversations.models import Agent, Approval, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
 logger = logging.getLogger(__name__)
@@ -256,6 +256,23 @@ class ConversationReadOnly(Exception):
         )
 
 
+def _ensure_sendable(conversation: Conversation) -> None:
+    """``_ensure_writable``, and raise ``ApprovalPendingError`` while the agent waits for an
+    answer to an approval request (Letta takes nothing else until then): in one query."""
+    waiting = Approval.objects.filter(
+        conversation=conversation, status=Approval.Status.PENDING
+    ).values("pk")[:1]
+    agent = (
+        Agent.objects.only("sharing", "template_id")
+        .annotate(waiting=Subquery(waiting))
+        .get(pk=conversation.agent_id)
+    )
+    if agent.template_id is None and agent.sharing == Agent.Sharing.PERSONAL:
+        raise ConversationReadOnly
+    if agent.waiting is not None:
+        raise approvals.ApprovalPendingError(approvals.approval_get(pk=agent.waiting))
+
+
 def _ensure_writable(conversation: Conversation) -> None:
     """Raise ``ConversationReadOnly`` if the conversation's agent (as it is now) is a template."""
     agent = Agent.objects.only("sharing", "template_id").get(pk=conversation.agent_id)
@@ -272,19 +289,15 @@ def message_send(
     Idempotent: a message whose ``otid`` is already recorded is not recorded again (the run is
     then None). Raises ``ConversationBusy`` while another run of the conversation is running.
     """
-    otid = otids.otid_for_send(conversation=conversation, otid=otid)  # never another's turn
-    existing = Message.objects.filter(
-        conversation=conversation, message_type=Message.Type.USER, otid=otid
-    ).first()
+    # Never another conversation's turn (conversations/otids.py); a resend is recognised.
+    otid, existing = otids.message_for_send(conversation=conversation, otid=otid)
     if existing is not None:
         if existing.content == text:
             return existing, None
         # The same id with other words: edited before the first send was acknowledged. A new
         # message, never a silent drop (it waits its turn like any other).
         otid = str(uuid.uuid4())
-    _ensure_writable(conversation)
-    if (waiting := approvals.approval_pending(conversation=conversation)) is not None:
-        raise approvals.ApprovalPendingError(waiting)  # Letta takes nothing else until answered
+    _ensure_sendable(conversation)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -321,9 +334,7 @@ def message_resend(
     """Send a message that failed again: a new turn, with a new otid so Letta does not replay
     the failed one; or, with ``keep_otid`` (its fate was unknown), the same otid, so that if
     Letta has it after all it re-attaches to that turn instead of starting a second one."""
-    _ensure_writable(conversation)
-    if (waiting := approvals.approval_pending(conversation=conversation)) is not None:
-        raise approvals.ApprovalPendingError(waiting)
+    _ensure_sendable(conversation)
     with transaction.atomic():
         quotas.reply_start_check(conversation=conversation)
         try:

@@ -8,6 +8,7 @@ conversations; this holds the property that keeps them fast, at a size a unit te
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -156,3 +157,16 @@ def test_every_sidebar_page_issues_the_same_queries(large):
     second_page = queries_of(large, f"{page_url}?cursor={cursors[0]}")
     for cursor in cursors[1:]:
         assert_same_number(second_page, queries_of(large, f"{page_url}?cursor={cursor}"))
+
+
+@pytest.mark.django_db
+def test_a_send_reads_and_writes_in_seven_statements_and_one_transaction(make_conversation, user):
+    """The otid checks are one query, and so are the read-only and approval checks (see
+    conversations/services.message_send): a send is on the path of every reply's first token."""
+    from conversations import services
+
+    conversation = make_conversation(user)
+    with CaptureQueriesContext(connection) as queries:
+        services.message_send(conversation=conversation, text="hello", otid=str(uuid.uuid4()))
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 7, "\n".join(statements)

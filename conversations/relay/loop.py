@@ -71,6 +71,7 @@ from letta_gateway import (
     LettaError,
     LettaNotFound,
     LettaUnavailable,
+    MessageInfo,
     Ping,
     RunStarted,
     Stopped,
@@ -922,12 +923,9 @@ class ReplyRelay:
                 "could not re-read %s after a reply: %s", self.conversation.letta_id, exc
             )
             return False
-        added = await db(services.message_reconcile)(conversation=self.conversation, infos=infos)
+        added, made = await db(_reconcile_with)(self.conversation, infos, self.run)
         for message in added:
             await self._emit(MessageAdded(message))
-        made = await db(approvals.approvals_from_letta)(
-            conversation=self.conversation, infos=infos, run=self.run
-        )
         self.requests_made += [ApprovalRequested(approval) for approval in made]
         return any(approval.pending for approval in made)
 
@@ -970,6 +968,16 @@ def _agent_names_at_hand(conversation: Conversation) -> tuple[str, str] | None:
     if agent.template_id is not None and not Agent.template.is_cached(agent):
         return None
     return _agent_names(conversation)
+
+
+def _reconcile_with(
+    conversation: Conversation, infos: list[MessageInfo], run: Run
+) -> tuple[list[Message], list[Approval]]:
+    """The messages Letta's copy adds to the mirror, and the approval requests it makes: in
+    one trip to a database thread."""
+    added = services.message_reconcile(conversation=conversation, infos=infos)
+    made = approvals.approvals_from_letta(conversation=conversation, infos=infos, run=run)
+    return added, made
 
 
 def _ours_and_stopped(run: Run, letta_run_id: str) -> bool:
