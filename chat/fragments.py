@@ -7,6 +7,7 @@ through Django's escaping (templates, ``format_html``) or the markdown sanitiser
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -22,8 +23,60 @@ PAGE = "chat/chat.html"
 
 
 def message_appended(message: Message) -> str:
-    inner = render_to_string(f"{PAGE}#message", {"message": message})
-    return format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', inner)
+    return format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', stored_message(message))
+
+
+# A stored message's article is drawn again for every page that shows it, and the same fields
+# give the same HTML: each process keeps the last ARTICLES_KEPT, by every field the partial
+# reads (so an edit, a new error line or a usage line gives a new one; nothing is ever stale).
+# Approval cards are drawn each time: they show the approval's state, kept in another table.
+# Long messages are not kept, as in chat.rendering.
+ARTICLES_KEPT = 2048
+
+
+def stored_message(message: Message) -> SafeString:
+    """The thread's article for a stored message (the page's ``message`` partial)."""
+    if message.message_type == Message.Type.APPROVAL or (
+        len(message.content) > rendering.KEPT_UP_TO_CHARS
+    ):
+        return _article(message)
+    return _article_kept(_ArticleKey(message))
+
+
+class _ArticleKey:
+    """A message, compared by what its article shows."""
+
+    __slots__ = ("fields", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message: Message | None = message
+        self.fields = (
+            message.pk,
+            message.message_type,
+            message.content,
+            message.error,
+            message.name,
+            message.created_at,
+            repr(message.memory_change),
+            getattr(message, "turn_usage", None),  # attached by the selectors
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ArticleKey) and self.fields == other.fields
+
+
+@lru_cache(maxsize=ARTICLES_KEPT)
+def _article_kept(key: _ArticleKey) -> SafeString:
+    message, key.message = key.message, None  # the cache keeps the fields, not the row
+    assert message is not None
+    return _article(message)
+
+
+def _article(message: Message) -> SafeString:
+    return render_to_string(f"{PAGE}#message", {"message": message})
 
 
 def message_replaced(message: Message) -> str:
@@ -119,7 +172,7 @@ def catch_up(
     parts = [drafts_dropped()] if drafts else []
     inner = SafeString()
     for message in stored:
-        inner += render_to_string(f"{PAGE}#message", {"message": message})
+        inner += stored_message(message)
     if draft is not None:
         stream_id, kind, text, name = draft
         inner += render_to_string(f"{PAGE}#streaming-article", _draft(stream_id, kind, text, name))

@@ -106,3 +106,46 @@ def test_a_stored_messages_html_is_kept_but_not_a_long_ones_or_a_drafts():
     before = rendering._render_kept.cache_info().currsize
     render_streaming("A draft, **half")
     assert rendering._render_kept.cache_info().currsize == before
+
+
+@pytest.mark.django_db
+def test_a_stored_messages_article_is_kept_and_drawn_again_when_anything_it_shows_changes(
+    conversation,
+):
+    from datetime import UTC, datetime
+
+    from conversations.models import Message
+    from conversations.selectors import TurnUsage
+
+    message = Message.objects.create(
+        conversation=conversation, message_type="assistant", content="Hello **there**",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    first = fragments.stored_message(message)
+    assert fragments.stored_message(Message.objects.get(pk=message.pk)) is first, "kept"
+    assert first == fragments._article(message), "the same as the partial draws it"
+
+    message.error = "Stopped."
+    stopped = fragments.stored_message(message)
+    assert "msg-stopped" in stopped and "msg-stopped" not in first
+    message.content = "Hello **again**"
+    assert "again" in fragments.stored_message(message)
+    message.turn_usage = TurnUsage(message.pk, 12, 10, 2, None, "")
+    assert "12 tokens" in fragments.stored_message(message)
+    message.message_type = "tool_return"
+    shown = fragments.stored_message(message)
+    message.memory_change = {"label": "human", "added": "likes tea", "removed": ""}
+    assert "likes tea" in fragments.stored_message(message) and "likes tea" not in shown
+
+
+@pytest.mark.django_db
+def test_an_approval_cards_article_is_drawn_each_time(conversation):
+    from datetime import UTC, datetime
+
+    from conversations.models import Message
+
+    message = Message.objects.create(
+        conversation=conversation, message_type="approval", content="", name="send_email",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert fragments.stored_message(message) is not fragments.stored_message(message)

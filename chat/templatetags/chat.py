@@ -3,11 +3,19 @@ from datetime import timedelta
 from django import template
 from django.utils.safestring import SafeString
 
+from chat import fragments
 from chat.rendering import render_markdown
 from conversations import approvals
 from conversations.context import compaction_summary as _compaction_summary
+from conversations.models import Message
 
 register = template.Library()
+
+
+@register.simple_tag
+def stored_message(message: Message) -> SafeString:
+    """A stored message's article, as kept for the next page that shows it (chat.fragments)."""
+    return fragments.stored_message(message)
 
 
 @register.filter
