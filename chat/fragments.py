@@ -26,57 +26,62 @@ def message_appended(message: Message) -> str:
     return format_html('<div hx-swap-oob="beforeend:#messages">{}</div>', stored_message(message))
 
 
-# A stored message's article is drawn again for every page that shows it, and the same fields
-# give the same HTML: each process keeps the last ARTICLES_KEPT, by every field the partial
-# reads (so an edit, a new error line or a usage line gives a new one; nothing is ever stale).
-# Approval cards are drawn each time: they show the approval's state, kept in another table.
-# Long messages are not kept, as in chat.rendering.
-ARTICLES_KEPT = 2048
+# A stored message's article, and a sidebar's conversation item, are drawn again for every page
+# that shows them, and the same fields give the same HTML: each process keeps the last
+# PARTIALS_KEPT, by every field the partial reads (so an edit, a new error line, a usage line or a
+# new title gives a new one; nothing is ever stale). Approval cards are drawn each time: they show
+# the approval's state, kept in another table. Long messages are not kept, as in chat.rendering.
+PARTIALS_KEPT = 4096
 
 
 def stored_message(message: Message) -> SafeString:
     """The thread's article for a stored message (the page's ``message`` partial)."""
+    context = {"message": message}
     if message.message_type == Message.Type.APPROVAL or (
         len(message.content) > rendering.KEPT_UP_TO_CHARS
     ):
-        return _article(message)
-    return _article_kept(_ArticleKey(message))
+        return render_to_string(f"{PAGE}#message", context)
+    fields = (
+        message.pk,
+        message.message_type,
+        message.content,
+        message.error,
+        message.name,
+        message.created_at,
+        repr(message.memory_change),
+        getattr(message, "turn_usage", None),  # attached by the selectors
+    )
+    return _kept(_Partial("message", fields, context))
 
 
-class _ArticleKey:
-    """A message, compared by what its article shows."""
+def sidebar_item(conversation: Conversation, *, current: bool, oob: bool = False) -> SafeString:
+    """A conversation's item in the sidebar (the page's ``conversation-item`` partial)."""
+    context = {"c": conversation, "is_current": current, "item_oob": oob}
+    fields = (conversation.pk, conversation.letta_id, conversation.title, current, oob)
+    return _kept(_Partial("conversation-item", fields, context))
 
-    __slots__ = ("fields", "message")
 
-    def __init__(self, message: Message) -> None:
-        self.message: Message | None = message
-        self.fields = (
-            message.pk,
-            message.message_type,
-            message.content,
-            message.error,
-            message.name,
-            message.created_at,
-            repr(message.memory_change),
-            getattr(message, "turn_usage", None),  # attached by the selectors
-        )
+class _Partial:
+    """A partial to draw, compared by its name and the fields it shows."""
+
+    __slots__ = ("context", "key")
+
+    def __init__(self, name: str, fields: tuple[object, ...], context: dict[str, object]) -> None:
+        self.key = (name, fields)
+        self.context: dict[str, object] | None = context
 
     def __hash__(self) -> int:
-        return hash(self.fields)
+        return hash(self.key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ArticleKey) and self.fields == other.fields
+        return isinstance(other, _Partial) and self.key == other.key
 
 
-@lru_cache(maxsize=ARTICLES_KEPT)
-def _article_kept(key: _ArticleKey) -> SafeString:
-    message, key.message = key.message, None  # the cache keeps the fields, not the row
-    assert message is not None
-    return _article(message)
-
-
-def _article(message: Message) -> SafeString:
-    return render_to_string(f"{PAGE}#message", {"message": message})
+@lru_cache(maxsize=PARTIALS_KEPT)
+def _kept(partial: _Partial) -> SafeString:
+    context, partial.context = partial.context, None  # the cache keeps the fields, not the rows
+    assert context is not None
+    return render_to_string(f"{PAGE}#{partial.key[0]}", context)
 
 
 def message_replaced(message: Message) -> str:
@@ -216,9 +221,7 @@ def sidebar_item_moved_to_top(conversation: Conversation) -> str:
     For the sockets of the conversation's own thread, so the item is marked as the current one.
     Its old place is dropped wherever it was; it goes to the top of the list it belongs in.
     """
-    item = render_to_string(
-        f"{PAGE}#conversation-item", {"c": conversation, "conversation": conversation}
-    )
+    item = sidebar_item(conversation, current=True)
     target = "#archived-list" if conversation.archived else "#conversation-list"
     return format_html(
         '<li id="conv-{}" hx-swap-oob="delete"></li><div hx-swap-oob="afterbegin:{}">{}</div>',

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
+from chat import fragments
 from conversations import exports, personal_data, quotas, selectors, services
 from conversations.context import conversation_context
 from conversations.models import Agent, Conversation, Message
@@ -191,11 +192,7 @@ def _threads_context(
 def _current_marks(request: HtmxHttpRequest, context: dict[str, object]) -> str:
     """The sidebar items of the conversation left and the one opened, out of band."""
     conversation = context["conversation"]
-    html = render_to_string(
-        f"{PAGE}#conversation-item",
-        {"c": conversation, "conversation": conversation, "item_oob": True},
-        request=request,
-    )
+    html: str = fragments.sidebar_item(conversation, current=True, oob=True)
     try:
         previous = resolve(request.htmx.current_url_abs_path or "")
     except Resolver404:
@@ -209,9 +206,7 @@ def _current_marks(request: HtmxHttpRequest, context: dict[str, object]) -> str:
         else None
     )
     if left is not None:
-        html += render_to_string(
-            f"{PAGE}#conversation-item", {"c": left, "item_oob": True}, request=request
-        )
+        html += fragments.sidebar_item(left, current=False, oob=True)
     return html
 
 
@@ -366,11 +361,7 @@ def conversation_rename(request: HtmxHttpRequest, letta_id: str) -> HttpResponse
         return redirect("conversation_detail", conversation.letta_id)
     context = _context(request, agent=conversation.agent.origin, conversation=conversation)
     header = render_to_string(f"{THREADS}#thread-header", context, request=request)
-    item = render_to_string(
-        f"{PAGE}#conversation-item",
-        {"c": conversation, "conversation": conversation, "item_oob": True},
-        request=request,
-    )
+    item = fragments.sidebar_item(conversation, current=True, oob=True)
     return HttpResponse(header + item)
 
 

@@ -114,6 +114,8 @@ def test_a_stored_messages_article_is_kept_and_drawn_again_when_anything_it_show
 ):
     from datetime import UTC, datetime
 
+    from django.template.loader import render_to_string
+
     from conversations.models import Message
     from conversations.selectors import TurnUsage
 
@@ -123,7 +125,8 @@ def test_a_stored_messages_article_is_kept_and_drawn_again_when_anything_it_show
     )  # fmt: skip
     first = fragments.stored_message(message)
     assert fragments.stored_message(Message.objects.get(pk=message.pk)) is first, "kept"
-    assert first == fragments._article(message), "the same as the partial draws it"
+    drawn = render_to_string("chat/chat.html#message", {"message": message})
+    assert first == drawn, "the same as the partial draws it"
 
     message.error = "Stopped."
     stopped = fragments.stored_message(message)
@@ -149,3 +152,14 @@ def test_an_approval_cards_article_is_drawn_each_time(conversation):
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
     )  # fmt: skip
     assert fragments.stored_message(message) is not fragments.stored_message(message)
+
+
+@pytest.mark.django_db
+def test_a_sidebar_item_is_kept_and_drawn_again_with_a_new_title_or_mark(conversation):
+    first = fragments.sidebar_item(conversation, current=False)
+    assert fragments.sidebar_item(conversation, current=False) is first
+    assert 'aria-current="page"' in fragments.sidebar_item(conversation, current=True)
+    assert 'aria-current="page"' not in first
+    conversation.summary = "A new title"
+    assert "A new title" in fragments.sidebar_item(conversation, current=False)
+    assert 'hx-swap-oob="true"' in fragments.sidebar_item(conversation, current=False, oob=True)

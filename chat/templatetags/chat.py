@@ -7,7 +7,7 @@ from chat import fragments
 from chat.rendering import render_markdown
 from conversations import approvals
 from conversations.context import compaction_summary as _compaction_summary
-from conversations.models import Message
+from conversations.models import Conversation, Message
 
 register = template.Library()
 
@@ -16,6 +16,18 @@ register = template.Library()
 def stored_message(message: Message) -> SafeString:
     """A stored message's article, as kept for the next page that shows it (chat.fragments)."""
     return fragments.stored_message(message)
+
+
+@register.simple_tag
+def sidebar_item(
+    c: Conversation, conversation: object = None, current_pk: object = None
+) -> SafeString:
+    """A conversation's sidebar item, as kept (chat.fragments); current: the thread shown, or
+    the one ``current_pk`` names (either may be missing from the context: "")."""
+    current = (isinstance(conversation, Conversation) and c.pk == conversation.pk) or (
+        bool(current_pk) and str(c.pk) == str(current_pk)
+    )
+    return fragments.sidebar_item(c, current=current)
 
 
 @register.filter
