@@ -246,8 +246,8 @@ def server_env(
     if layer == "redis":
         env["REDIS_URL"] = REDIS
         env["CHANNEL_LAYER_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
-        # Page fragments over Redis pub/sub, as measured on 2026-12-03 (not yet the default:
-        # bench/RESULTS.md, findings); `--without pubsub` measures the list layer.
+        # Page fragments over Redis pub/sub, the default (said here too, whatever the caller's
+        # environment says); `--without pubsub` measures the list layer.
         env.setdefault("LETTACHAT_FRAGMENTS_PUBSUB", "true")
     else:
         env.pop("REDIS_URL", None)

@@ -6,7 +6,8 @@ replies stream.
 
 Serves lettachat with one daphne process (PostgreSQL ``bench_connections``; the scripted upstream
 ``bench/scripted_upstream.py`` as Letta; ``LETTACHAT_MAX_SOCKETS_PER_USER=5000`` and
-``LETTACHAT_SEND_RATE=100000/1`` because one bench user holds every socket). Each socket is opened
+``LETTACHAT_SEND_RATE=100000/1`` because one bench person holds the idle sockets; each streaming
+socket is a person's own, as in life). Each socket is opened
 as a page opens it (connect with the session cookie and Origin, then ``resume``) on a
 conversation of its own. Measured, from /proc/<pid>/status:
 
@@ -64,7 +65,7 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
     out: dict[str, Any] = {}
 
     # Warm-up: a socket, a reply, and back to an idle process.
-    warm = await c.open_page(base_url, streaming_ids[0], cookie)
+    warm = await c.open_page(base_url, streaming_ids[0], setup["streaming_cookies"][0])
     await stream_reply(warm, args.tokens)
     await warm.close()
     await asyncio.sleep(2)  # let the closed socket's state go
@@ -96,9 +97,10 @@ async def measure(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, 
           flush=True)  # fmt: skip
 
     streaming = []
-    for i in range(0, len(streaming_ids), 100):
+    pages = list(zip(streaming_ids, setup["streaming_cookies"], strict=True))
+    for i in range(0, len(pages), 100):
         batch = await asyncio.gather(
-            *(c.open_page(base_url, cid, cookie) for cid in streaming_ids[i : i + 100]),
+            *(c.open_page(base_url, cid, person) for cid, person in pages[i : i + 100]),
             return_exceptions=True,
         )
         for result in batch:
@@ -180,8 +182,8 @@ def report(args: argparse.Namespace, m: dict, out: dict, logged: list[str]) -> b
         c.server_changes(args),
         f"One daphne process, {layer} channel layer, PostgreSQL, the scripted upstream; "
         + ", ".join(f"`{k}={v}`" for k, v in c.SERVER_LIMITS.items())
-        + " (one bench user holds every socket, each on a conversation of its own, opened as a "
-        "page opens it). "
+        + " (one bench person holds the idle sockets, and each streaming socket is a person's "
+        "own; every socket on a conversation of its own, opened as a page opens it). "
         f"Streaming: {args.rounds} rounds of {args.streaming} replies of {args.tokens} tokens at "
         f"{args.rate:g} tokens/s, while the idle sockets stay open.\n",
         "| figure | value |",
@@ -249,9 +251,15 @@ def main() -> int:
                 from conversations.models import Conversation
 
                 user, agent = c.bench_user(), c.bench_agent(AGENT_ID)
+                # The idle pages are one person's; each streaming page is a person's own, as in
+                # life (one person may have only a few replies running at once, and their sends
+                # queue on a lock of their own: one person for all would measure that queue).
+                people = [c.bench_user(f"bench-stream-{i}") for i in range(args.streaming)]
                 ids = [f"conv-conn-{uuid.uuid4()}" for _ in range(args.idle + args.streaming)]
+                owners = [user] * args.idle + people
                 Conversation.objects.bulk_create(
-                    Conversation(letta_id=cid, agent=agent, owner=user) for cid in ids
+                    Conversation(letta_id=cid, agent=agent, owner=owner)
+                    for cid, owner in zip(ids, owners, strict=True)
                 )
                 daphne_port = c.free_port()
                 env = c.server_env(
@@ -263,6 +271,7 @@ def main() -> int:
                 setup = {
                     "base_url": f"http://127.0.0.1:{daphne_port}",
                     "cookie": c.session_cookie(user),
+                    "streaming_cookies": [c.session_cookie(person) for person in people],
                     "daphne_pid": daphne.pid,
                     "idle": ids[: args.idle],
                     "streaming": ids[args.idle :],

@@ -162,9 +162,10 @@ if REDIS_URL:
     # fragment whoever listens, pushed to each process. channels_redis's list layer above costs
     # round trips per message on both sides, which made a process fall seconds behind with 20 to
     # 50 replies streaming (bench/RESULTS.md). What must not be lost (a relay's stop, retry and
-    # snapshot requests, snapshots, session ends) stays on the list layer. Not yet the default:
-    # the fault soak over two processes showed one reply twice on a page with it (issue 17).
-    if env.bool("LETTACHAT_FRAGMENTS_PUBSUB", default=False):
+    # snapshot requests, snapshots, session ends) stays on the list layer. A fragment published
+    # while a page is not subscribed is not a reply lost: the page catches up from a snapshot.
+    # The fault soak over two processes holds with it (bench/RESULTS.md); false: the list layer.
+    if env.bool("LETTACHAT_FRAGMENTS_PUBSUB", default=True):
         CHANNEL_LAYERS[FRAGMENTS_LAYER] = {
             "BACKEND": "lettachat.layers.PubSubChannelLayer",
             "CONFIG": {

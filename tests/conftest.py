@@ -53,7 +53,8 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def fragments_over_pubsub(settings):
-    """Page fragments over Redis pub/sub (``LETTACHAT_FRAGMENTS_PUBSUB``, not yet the default)."""
+    """Page fragments over Redis pub/sub (``LETTACHAT_FRAGMENTS_PUBSUB``, the default with Redis),
+    whatever the environment says."""
     require(bool(settings.REDIS_URL), "REDIS_URL is not set: Redis pub/sub is untested")
     settings.CHANNEL_LAYERS = {
         **settings.CHANNEL_LAYERS,
@@ -64,6 +65,17 @@ def fragments_over_pubsub(settings):
                 "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "lettachat") + ".fragments.",
             },
         },
+    }
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def fragments_over_list(settings):
+    """Page fragments over the default layer (``LETTACHAT_FRAGMENTS_PUBSUB=false``)."""
+    settings.CHANNEL_LAYERS = {
+        name: config
+        for name, config in settings.CHANNEL_LAYERS.items()
+        if name != settings.FRAGMENTS_LAYER
     }
     channel_layers.backends.clear()
 

@@ -64,13 +64,12 @@ async def test_a_foreign_origin_is_refused(conversation, user):
 
 
 @pytest.mark.parametrize(
-    "fragments", ["default", pytest.param("pubsub", marks=pytest.mark.production_stack)]
+    "fragments", ["list", pytest.param("pubsub", marks=pytest.mark.production_stack)]
 )
 async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     conversation, user, fake_gateway, fragments, request
 ):
-    if fragments == "pubsub":
-        request.getfixturevalue("fragments_over_pubsub")
+    request.getfixturevalue(f"fragments_over_{fragments}")
     message_id = fake_gateway.enqueue_text("Hello", " there", " **friend**", one_by_one=True)
     communicator, connected, _ = await open_socket(conversation.letta_id, user=user)
     assert connected
