@@ -138,6 +138,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
                 [receive, self.channel_receive, fragments_receive], self.dispatch
             )
 
+    @property
+    def fragments_address(self) -> str:
+        """Where this socket's conversation fragments arrive: its channel on the fragments
+        layer, or its own channel when that is the default layer."""
+        return self.fragments_channel or self.channel_name
+
     async def connect(self) -> None:
         reaper.ensure_running()  # this process takes over runs whose relay died elsewhere
         shutdown.track(self)  # closed with "server restarting" when the process goes away
@@ -163,7 +169,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         # catch-up it gets covers them.
         self.pending = []
         self.awaiting_resume = True
-        await self.fragments.group_add(self.group, self.fragments_channel or self.channel_name)
+        await self.fragments.group_add(self.group, self.fragments_address)
         await self.accept()
         await sessions.socket_opened(self)  # closes the socket when the session ends
 
@@ -174,9 +180,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
         if self.takeover is not None:
             self.takeover.cancel()
         if hasattr(self, "group"):
-            await self.fragments.group_discard(
-                self.group, self.fragments_channel or self.channel_name
-            )
+            await self.fragments.group_discard(self.group, self.fragments_address)
         # A running reply is not cancelled: it finishes and is stored for the next visit.
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
