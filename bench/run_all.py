@@ -49,16 +49,17 @@ RUNS: list[tuple[str, list[str]]] = [
     ("http-throughput-uvicorn", ["http_throughput.py", "--server", "uvicorn"]),
     ("http-throughput-unpooled", ["http_throughput.py", "--without", "pool", "--name",
                                   "unpooled"]),
-    ("soak", ["soak_resume.py"]),
+    ("soak", ["soak_resume.py", "--processes", "2", "--redis"]),
     ("soak-faults", ["soak_faults.py"]),
     ("lighthouse", ["lighthouse.py"]),
 ]  # fmt: skip
 SOAKS = {  # name: (title, what it does, target, summary row)
     "soak": (
         "Replies are never lost: the resume soak",
-        "Against the real Letta server: the websocket is aborted at random points during replies "
-        "(no close handshake), the page reconnects and resumes; what the page shows is compared "
-        "with what Letta stored",
+        "Against the real Letta server, with two daphne processes on PostgreSQL and Redis: the "
+        "websocket is aborted at random points during replies (no close handshake), the page "
+        "reconnects to the other process and resumes; what the page shows is compared with what "
+        "Letta stored",
         "nothing lost, nothing duplicated",
         "replies never lost (soak)",
     ),

@@ -83,3 +83,27 @@ def test_the_readme_table_documents_every_variable_but_the_tests_own():
     tests_only = {"TEST_DATABASE_NAME", "LETTA_GATEWAY", "CHANNEL_LAYER_PREFIX"}
     missing = variables_read_by_settings() - variables_in_the_readme_table() - tests_only
     assert not missing, f"add to README's Configuration table: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("pubsub", "expected"),
+    [
+        (None, "lettachat.layers.PubSubChannelLayer"),
+        ("false", None),
+        ("true", "lettachat.layers.PubSubChannelLayer"),
+    ],
+)
+def test_with_redis_fragments_go_over_pub_sub_unless_turned_off(tmp_path, pubsub, expected):
+    base = {k: v for k, v in os.environ.items() if k != "LETTACHAT_FRAGMENTS_PUBSUB"}
+    env = {**base, "REDIS_URL": "redis://127.0.0.1:6379/0", "LETTACHAT_VAR_DIR": str(tmp_path)}
+    if pubsub is not None:
+        env["LETTACHAT_FRAGMENTS_PUBSUB"] = pubsub
+    code = (
+        "from lettachat import settings as s;"
+        "print(s.CHANNEL_LAYERS.get(s.FRAGMENTS_LAYER, {}).get('BACKEND'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(expected)
