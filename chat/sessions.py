@@ -22,9 +22,11 @@ carry only the type and a digest of a session key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import weakref
+from collections.abc import Callable, Iterable
 from importlib import import_module
 from typing import Any
 
@@ -39,10 +41,13 @@ from django.contrib.auth import (
     load_backend,
     user_logged_out,
 )
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from lettachat.aio import db
@@ -78,12 +83,67 @@ def session_is_live(session_key: str | None, user_pk: object) -> bool:
         return False
     engine = import_module(settings.SESSION_ENGINE)
     data = engine.SessionStore(session_key).load()  # {} when missing or expired
+    return _logs_in(data, user_pk, lambda path: load_backend(path).get_user(user_pk))
+
+
+def sessions_live(sessions: set[tuple[str | None, object]]) -> set[tuple[str | None, object]]:
+    """Those of ``(session key, user pk)`` that ``session_is_live``.
+
+    With sessions in the database (Django's db and cached_db engines), in two queries whatever
+    their number: the sessions, then their people (through ModelBackend's own rules). Other
+    engines and backends: one session at a time.
+    """
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if not issubclass(store, DatabaseSessionStore):
+        return {session for session in sessions if session_is_live(*session)}
+    keys = {key for key, _ in sessions if key}
+    rows = store.get_model_class().objects.filter(
+        session_key__in=keys, expire_date__gt=timezone.now()
+    )
+    data = {row.session_key: store(row.session_key).decode(row.session_data) for row in rows}
+    people = _people(data.values())
+    return {
+        (key, user_pk)
+        for key, user_pk in sessions
+        if key in data and _logs_in(data[key], user_pk, functools.partial(_found, people, user_pk))
+    }
+
+
+def _found(people: dict[tuple[str, str], Any], user_pk: object, backend_path: str) -> Any:
+    return people.get((backend_path, str(user_pk)))
+
+
+def _people(sessions: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """The person each session names, by (backend, pk), as its backend's ``get_user`` gives it
+    (None: none, or not allowed in); ModelBackend's people in one query."""
+    wanted: dict[str, set[str]] = {}
+    for data in sessions:
+        path = data.get(BACKEND_SESSION_KEY)
+        if path in settings.AUTHENTICATION_BACKENDS and data.get(SESSION_KEY) is not None:
+            wanted.setdefault(path, set()).add(str(data[SESSION_KEY]))
+    people: dict[tuple[str, str], Any] = {}
+    for path, pks in wanted.items():
+        backend = load_backend(path)
+        if isinstance(backend, ModelBackend) and type(backend).get_user is ModelBackend.get_user:
+            found = get_user_model()._default_manager.in_bulk(pks)
+            for pk, user in found.items():
+                if backend.user_can_authenticate(user):
+                    people[(path, str(pk))] = user
+        else:
+            for pk in pks:
+                people[(path, pk)] = backend.get_user(pk)
+    return people
+
+
+def _logs_in(data: dict[str, Any], user_pk: object, user_of: Callable[[str], Any]) -> bool:
+    """Whether a session's ``data`` logs ``user_pk`` in; ``user_of(backend path)`` gives the
+    person as that backend does (None: none, or not allowed in)."""
     if str(data.get(SESSION_KEY, "")) != str(user_pk):
         return False
     backend_path = data.get(BACKEND_SESSION_KEY)
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return False
-    user = load_backend(backend_path).get_user(user_pk)
+    user = user_of(backend_path)
     if user is None:
         return False
     if not hasattr(user, "get_session_auth_hash"):
@@ -182,11 +242,6 @@ async def _watch(sockets: set[Any]) -> None:
         for consumer in watched:
             if (consumer.session_key, consumer.session_user_pk) not in live:
                 await _end(consumer)
-
-
-def sessions_live(sessions: set[tuple[str | None, object]]) -> set[tuple[str | None, object]]:
-    """Those of ``(session key, user pk)`` that ``session_is_live``."""
-    return {session for session in sessions if session_is_live(*session)}
 
 
 # --- Publishing: after the transaction commits -------------------------------------------------

@@ -73,3 +73,26 @@ async def test_the_process_checks_each_session_once_however_many_sockets_it_hold
         assert await socket.receive_nothing(timeout=0.01)
     for socket in held[3:]:
         await socket.disconnect()
+
+
+def test_the_sessions_of_a_process_are_checked_in_two_queries_by_djangos_rules(
+    make_user, django_assert_num_queries
+):
+    """sessions_live agrees with session_is_live (one session at a time) on every case, and
+    reads the sessions and their people in one query each, however many there are."""
+    from django.contrib.auth import get_user_model
+
+    people = [make_user(f"person-{n}") for n in range(6)]
+    keys = [_session_cookie.__wrapped__(p).decode().split("=", 1)[1] for p in people]
+    pairs = {(key, person.pk) for key, person in zip(keys, people, strict=True)}
+    Session.objects.filter(session_key=keys[0]).update(expire_date=timezone.now())  # expired
+    people[1].set_password("a new one, elsewhere")  # every session of theirs ends
+    people[1].save()
+    get_user_model().objects.filter(pk=people[2].pk).update(is_active=False)  # let go
+    Session.objects.filter(session_key=keys[3]).delete()  # logged out
+    pairs |= {(keys[4], people[5].pk), ("no-such-session", people[4].pk), (None, people[4].pk)}
+
+    one_by_one = {pair for pair in pairs if sessions.session_is_live(*pair)}
+    with django_assert_num_queries(2):
+        together = sessions.sessions_live(pairs)
+    assert together == one_by_one == {(keys[4], people[4].pk), (keys[5], people[5].pk)}
