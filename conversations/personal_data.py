@@ -27,8 +27,14 @@ ERASE_CONFIRMATION = "delete my data"
 
 
 def identity_key(user: User) -> str:
-    """The Letta identity that names a person on their personal agents (stable: the pk)."""
-    return f"lettachat-user-{user.pk}"
+    """The Letta identity that names a person on their personal agents.
+
+    Stable for the person (their pk and the second their account was made), and unique to them
+    among every database that uses the same Letta server: a pk alone is reused by another
+    installation, a staging copy or a database made again, whose person would then be named on
+    this person's identity (and erased with it).
+    """
+    return f"lettachat-user-{user.pk}-{int(user.date_joined.timestamp())}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from django.db import IntegrityError
 from django.test import Client
 from django.urls import reverse
 
-from conversations import selectors, services
+from conversations import personal_data, selectors, services
 from conversations.models import Agent, Conversation
 from letta_gateway import AgentInfo, ConversationInfo, LettaUnavailable, MemoryBlockInfo
 from tests.websocket import open_socket, send_message
@@ -56,7 +56,7 @@ def test_the_first_conversation_on_a_personal_agent_makes_the_persons_own_copy(
     assert made == {
         "template": template.letta_id,
         "agent": copy.letta_id,
-        "identity": fake_gateway.identities[f"lettachat-user-{user.pk}"],
+        "identity": fake_gateway.identities[personal_data.identity_key(user)],
     }
     assert copy.identity_id == made["identity"]
     # Its memory starts from the template's values, in blocks of its own.

@@ -223,7 +223,7 @@ def test_erasing_deletes_in_letta_then_here_and_leaves_others_alone(
     assert (report.conversations_deleted, report.agents_deleted) == (2, 1)
     assert sorted(fake_gateway.deleted) == sorted([alices.letta_id, alices_copy.letta_id])
     assert fake_gateway.deleted_agents == [copy.letta_id]
-    assert f"lettachat-user-{user.pk}" not in fake_gateway.identities
+    assert personal_data.identity_key(user) not in fake_gateway.identities
     assert not Conversation.objects.filter(owner=user).exists()
     assert not Message.objects.filter(conversation__owner=user).exists()
     assert not Agent.objects.filter(owner=user).exists()
@@ -326,3 +326,19 @@ def test_the_erase_command_fails_with_what_is_left(alices, user, fake_gateway):
     with pytest.raises(CommandError, match="run the command again to finish") as failure:
         call_command("user_erase", "alice", yes=True, stdout=io.StringIO())
     assert alices.letta_id in str(failure.value)
+
+
+@pytest.mark.django_db
+def test_a_persons_letta_identity_is_theirs_alone_across_databases_on_one_letta(user):
+    """Another database on the same Letta server (a staging copy, a database made again) has its
+    own person with this pk: their identity must not be this person's."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+
+    same_pk_elsewhere = get_user_model()(
+        pk=user.pk, username="someone-else", date_joined=user.date_joined - timedelta(days=3)
+    )
+    assert personal_data.identity_key(user) != personal_data.identity_key(same_pk_elsewhere)
+    reread = get_user_model().objects.get(pk=user.pk)
+    assert personal_data.identity_key(reread) == personal_data.identity_key(user), "stable"
