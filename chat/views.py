@@ -190,24 +190,29 @@ def _threads_context(
 
 
 def _current_marks(request: HtmxHttpRequest, context: dict[str, object]) -> str:
-    """The sidebar items of the conversation left and the one opened, out of band."""
+    """The sidebar items of the conversation left and the one opened, out of band.
+
+    The one left comes first: the page keeps one current mark (static/js/ux.js), the first in
+    the list, after each swap; with the opened one swapped first, a left one above it in the
+    list kept the mark and the opened one lost it, and then neither had it.
+    """
     conversation = context["conversation"]
-    html: str = fragments.sidebar_item(conversation, current=True, oob=True)
+    opened: str = fragments.sidebar_item(conversation, current=True, oob=True)
     try:
         previous = resolve(request.htmx.current_url_abs_path or "")
     except Resolver404:
-        return html
+        return opened
     letta_id = previous.kwargs.get("letta_id")
     if previous.url_name != "conversation_detail" or not isinstance(conversation, Conversation):
-        return html
+        return opened
     left = (
         selectors.conversation_get(user=request.user, letta_id=letta_id)
         if letta_id != conversation.letta_id
         else None
     )
-    if left is not None:
-        html += fragments.sidebar_item(left, current=False, oob=True)
-    return html
+    if left is None:
+        return opened
+    return fragments.sidebar_item(left, current=False, oob=True) + opened
 
 
 def _own_conversation(request: HtmxHttpRequest, letta_id: str) -> Conversation:

@@ -425,6 +425,16 @@ def test_messages_are_labelled_one_item_is_current_and_the_title_follows(
     size = "el => parseFloat(getComputedStyle(el).fontSize)"
     assert heading.evaluate(size) <= page.locator("#thread-title").evaluate(size)
 
+    # And back: whichever of the two is higher in the list, the one opened keeps the mark.
+    page.click(f"#conv-{a_thread.letta_id} a")
+    page.wait_for_url(f"**/c/{a_thread.letta_id}/")
+    page.wait_for_selector(f"#conv-{other.letta_id} a:not([aria-current])")
+    page.wait_for_function(
+        f"() => document.title === 'Layout check · {letta_agent.name} · lettachat'"
+    )
+    assert page.evaluate(count_current) == 1
+    assert page.get_attribute(f"#conv-{a_thread.letta_id} a", "aria-current") == "page"
+
     assert page.errors == []
 
 
