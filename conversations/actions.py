@@ -209,7 +209,7 @@ async def reply_adopt(*, run: Run, heard_before: datetime) -> bool:
     conversation, user_message = run.conversation, run.user_message  # read with the run
     if relays.running_here(conversation.pk) is not None:
         return False
-    if not await db(services.run_claim_abandoned)(run=run, heard_before=heard_before):
+    if not await db(services.run_claim)(run=run, heard_before=heard_before):
         return False
     approval = await db(_approval_answered_by)(run)
     await _relay_start(

@@ -267,7 +267,7 @@ def _ensure_sendable(conversation: Conversation) -> None:
         .annotate(waiting=Subquery(waiting))
         .get(pk=conversation.agent_id)
     )
-    if agent.template_id is None and agent.sharing == Agent.Sharing.PERSONAL:
+    if agent.is_template:
         raise ConversationReadOnly
     if agent.waiting is not None:
         raise approvals.ApprovalPendingError(approvals.approval_get(pk=agent.waiting))
@@ -276,7 +276,7 @@ def _ensure_sendable(conversation: Conversation) -> None:
 def _ensure_writable(conversation: Conversation) -> None:
     """Raise ``ConversationReadOnly`` if the conversation's agent (as it is now) is a template."""
     agent = Agent.objects.only("sharing", "template_id").get(pk=conversation.agent_id)
-    if agent.template_id is None and agent.sharing == Agent.Sharing.PERSONAL:
+    if agent.is_template:
         raise ConversationReadOnly
 
 
@@ -354,31 +354,22 @@ def run_set_relay(*, run: Run, channel: str) -> None:
     Run.objects.filter(pk=run.pk).update(relay_channel=channel)
 
 
-def run_claim_abandoned(*, run: Run, heard_before: datetime) -> bool:
-    """Take over a running run whose relay has not been heard of since ``heard_before`` (its
-    process died); only one taker wins."""
+def run_claim(*, run: Run, heard_before: datetime, stale_channel: str | None = None) -> bool:
+    """Take over a running run whose relay has not been heard of since ``heard_before``; only
+    one taker wins.
+
+    The reaper claims any such run (its process died). A page that got no answer names the
+    relay it asked (``stale_channel``): the run is claimed only if that relay is still its own,
+    so a relay that is alive but slow to answer (say while Letta hangs) is never doubled.
+    """
     silent = Q(relay_seen_at__lt=heard_before) | Q(
         relay_seen_at__isnull=True, created_at__lt=heard_before
     )
-    claimed = (
-        Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING)
-        .filter(silent)
-        .update(relay_channel=f"claimed.{uuid.uuid4().hex}", relay_seen_at=timezone.now())
-    )
-    if claimed:
-        run.refresh_from_db()
-    return bool(claimed)
-
-
-def run_claim(*, run: Run, stale_channel: str, heard_before: datetime) -> bool:
-    """Take over a run whose relay did not answer: only if that relay is still the run's and
-    has not said it is alive since ``heard_before`` (a relay that is alive but slow to answer,
-    say while Letta hangs, is never doubled); only one taker wins."""
-    silent = Q(relay_seen_at__lt=heard_before) | Q(relay_seen_at__isnull=True)
-    claimed = (
-        Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, relay_channel=stale_channel)
-        .filter(silent)
-        .update(relay_channel=f"claimed.{uuid.uuid4().hex}", relay_seen_at=timezone.now())
+    runs = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING)
+    if stale_channel is not None:
+        runs = runs.filter(relay_channel=stale_channel)
+    claimed = runs.filter(silent).update(
+        relay_channel=f"claimed.{uuid.uuid4().hex}", relay_seen_at=timezone.now()
     )
     if claimed:
         run.refresh_from_db()
