@@ -100,6 +100,11 @@ class Agent(models.Model):
     def is_shared(self) -> bool:
         return not self.is_copy and self.sharing == self.Sharing.SHARED
 
+    @property
+    def is_template(self) -> bool:
+        """A personal agent people get copies of: its own conversations take no new messages."""
+        return not self.is_copy and self.sharing == self.Sharing.PERSONAL
+
 
 class Conversation(models.Model):
     letta_id = models.CharField(max_length=64, unique=True)
@@ -144,8 +149,7 @@ class Conversation(models.Model):
 
         Continuing it would go on feeding the template that every new personal copy is made from.
         """
-        agent = self.agent
-        return not agent.is_copy and agent.sharing == Agent.Sharing.PERSONAL
+        return self.agent.is_template
 
 
 class Message(models.Model):
