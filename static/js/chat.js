@@ -16,9 +16,14 @@
     return el.scrollHeight - el.scrollTop - el.clientHeight < 80;
   }
 
+  // Where the reader last was (after a scroll event, or after this script scrolled).
+  var lastTop = 0;
+
   function scrollToEnd() {
     var el = scroller();
-    if (el) el.scrollTop = el.scrollHeight;
+    if (!el) return;
+    el.scrollTop = el.scrollHeight;
+    lastTop = el.scrollTop;
   }
 
   // Enter sends, Shift+Enter makes a new line.
@@ -41,10 +46,21 @@
   document.addEventListener("scroll", function () {
     var el = scroller();
     stick = nearBottom(el);
+    lastTop = el.scrollTop;
     showJump();
   }, true);
-  document.addEventListener("htmx:wsAfterMessage", function () { if (stick) scrollToEnd(); });
-  document.addEventListener("lettachat:painted", function () { if (stick) scrollToEnd(); });
+  // A scroll up whose event has not fired yet (events come with the next frame) still counts:
+  // a frame landing in between must not pull the reader back down.
+  function followEnd() {
+    var el = scroller();
+    if (stick && el && el.scrollTop < lastTop && !nearBottom(el)) {
+      stick = false;
+      showJump();
+    }
+    if (stick) scrollToEnd();
+  }
+  document.addEventListener("htmx:wsAfterMessage", followEnd);
+  document.addEventListener("lettachat:painted", followEnd);
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.target && event.target.id === "thread") { stick = true; scrollToEnd(); showJump(); }
   });

@@ -653,6 +653,20 @@ def test_scrolled_up_a_button_jumps_to_the_latest(page, live_server_url, a_threa
     assert page.evaluate(ACTIVE_ID) == "composer-input"
 
 
+def test_a_frame_landing_as_the_reader_scrolls_up_leaves_them_up(page, live_server_url, a_thread):
+    """The scroll event comes with the next frame: a streamed piece painted in between must not
+    pull the reader back to the end (it did, and the button never showed)."""
+    page.set_viewport_size({"width": 1280, "height": 600})
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{a_thread.letta_id}/")
+    page.wait_for_selector(".thread-inner[data-connection='open']")
+    page.locator("#messages").evaluate(
+        "el => { el.scrollTop = 0; document.dispatchEvent(new CustomEvent('lettachat:painted')); }"
+    )
+    page.wait_for_selector("#jump-latest", state="visible")
+    assert page.locator("#messages").evaluate("el => el.scrollTop") == 0
+
+
 # --- 9. axe-core: no serious or critical violation on any page, phone size included ------------
 
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
