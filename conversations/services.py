@@ -350,8 +350,11 @@ def message_resend(
 
 
 def run_set_relay(*, run: Run, channel: str) -> None:
+    """``channel``'s relay follows ``run`` from now on; it counts as heard of now (its first
+    heartbeat may come a beat later: ``relay.heartbeat``)."""
     run.relay_channel = channel
-    Run.objects.filter(pk=run.pk).update(relay_channel=channel)
+    run.relay_seen_at = timezone.now()
+    Run.objects.filter(pk=run.pk).update(relay_channel=channel, relay_seen_at=run.relay_seen_at)
 
 
 def run_claim(*, run: Run, heard_before: datetime, stale_channel: str | None = None) -> bool:
@@ -409,13 +412,31 @@ class Heartbeat:
     stop_recorded: bool
 
 
-def run_seen(*, run: Run, channel: str) -> Heartbeat:
-    """The relay on ``channel`` is alive (its heartbeat), if it still follows ``run``."""
-    ours = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, relay_channel=channel).update(
-        relay_seen_at=timezone.now()
-    )
-    stopped = Run.objects.filter(pk=run.pk, stop_requested_at__isnull=False).exists()
-    return Heartbeat(ours=bool(ours), stop_recorded=stopped)
+def runs_seen(*, runs: list[tuple[int, str]]) -> dict[str, Heartbeat]:
+    """The relays on these ``(run pk, relay channel)`` pairs are alive (their heartbeats), each
+    if it still follows its run; what each learnt, by channel. Two statements for all of them."""
+    if not runs:
+        return {}
+    pks = {pk for pk, _ in runs}
+    # A relay's channel is its own (a fresh name per relay), so "pk among ours and channel among
+    # ours" marks exactly the runs still followed by the relay that beats for them.
+    Run.objects.filter(
+        pk__in=pks, status=Run.Status.RUNNING, relay_channel__in={channel for _, channel in runs}
+    ).update(relay_seen_at=timezone.now())
+    now_ = {
+        pk: (status, channel, stop_requested_at)
+        for pk, status, channel, stop_requested_at in Run.objects.filter(pk__in=pks).values_list(
+            "pk", "status", "relay_channel", "stop_requested_at"
+        )
+    }
+    beats = {}
+    for pk, channel in runs:
+        status, following, stop_requested_at = now_.get(pk, ("", "", None))
+        beats[channel] = Heartbeat(
+            ours=status == Run.Status.RUNNING and following == channel,
+            stop_recorded=stop_requested_at is not None,
+        )
+    return beats
 
 
 def run_started(*, run: Run, letta_run_id: str) -> None:

@@ -439,6 +439,42 @@ async def test_a_page_takes_over_only_a_relay_that_has_stopped_saying_it_is_aliv
     assert not await database_sync_to_async(services.run_relay_alive)(run=alive, channel="relay.1")
 
 
+def test_one_heartbeat_tells_every_relay_of_a_process_what_concerns_it(
+    make_conversation, user, django_assert_num_queries
+):
+    """Two statements for all the process's relays, each told whether its run is still its own
+    and whether a Stop was recorded on it."""
+    from conversations import services
+
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def run(channel: str, **fields) -> Run:  # one running run per conversation
+        return Run.objects.create(
+            conversation=make_conversation(user), relay_channel=channel, relay_seen_at=long_ago,
+            **fields,
+        )  # fmt: skip
+
+    mine = run("relay.a")
+    stopped = run("relay.b", stop_requested_at=datetime.now(UTC))
+    taken = run("claimed.elsewhere")
+    over = run("relay.d", status=Run.Status.DONE)
+    pairs = [(mine.pk, "relay.a"), (stopped.pk, "relay.b"), (taken.pk, "relay.c"),
+             (over.pk, "relay.d"), (10**9, "relay.e")]  # fmt: skip
+    with django_assert_num_queries(2):
+        beats = services.runs_seen(runs=pairs)
+    assert beats == {
+        "relay.a": services.Heartbeat(ours=True, stop_recorded=False),
+        "relay.b": services.Heartbeat(ours=True, stop_recorded=True),
+        "relay.c": services.Heartbeat(ours=False, stop_recorded=False),
+        "relay.d": services.Heartbeat(ours=False, stop_recorded=False),
+        "relay.e": services.Heartbeat(ours=False, stop_recorded=False),
+    }
+    seen = dict(Run.objects.values_list("pk", "relay_seen_at"))
+    assert seen[mine.pk] > long_ago and seen[stopped.pk] > long_ago
+    assert seen[taken.pk] == long_ago, "a run another relay follows is not marked by this one"
+    assert seen[over.pk] == long_ago
+
+
 async def test_a_page_takes_only_the_answer_to_its_latest_snapshot_request(
     conversation, user, monkeypatch
 ):

@@ -62,7 +62,7 @@ from conversations.events import (
     UsageReported,
 )
 from conversations.models import Agent, Approval, Conversation, Message, Run
-from conversations.relay import control, registry
+from conversations.relay import control, heartbeat, registry
 from letta_gateway import (
     ApprovalPending,
     ApprovalRequest,
@@ -241,6 +241,8 @@ class ReplyRelay:
         self.checking: asyncio.Task[None] | None = None  # Letta being asked where the run is
         # Another relay follows the run now (this one was taken for dead): this one ends quietly.
         self.superseded = False
+        self.superseded_told = False  # by the heartbeat, once
+        self.stop_told = False  # a recorded Stop, by the heartbeat, once
         self.letta_went_away = False  # seen while following: Letta's runs do not survive it
         self.lost = ""  # why the run is over although Letta's stream does not say so
         self.stored_any = False  # a message of the reply is stored
@@ -280,7 +282,7 @@ class ReplyRelay:
         # stored before the loop runs, so the cursor is still the last message before it.
         reader = asyncio.create_task(self._read_letta())
         reader_control = asyncio.create_task(self._read_control())
-        heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeat.join(self)
         loop = asyncio.get_running_loop()
         self.heard_at = self.content_at = self.checked_at = loop.time()
         try:
@@ -301,7 +303,7 @@ class ReplyRelay:
             logger.exception("relay for conversation %s failed", self.pk)
             self.failure = self.failure or "lettachat failed while relaying this reply."
         finally:
-            heartbeat.cancel()
+            heartbeat.leave(self)
             if self.checking is not None:
                 self.checking.cancel()
             reader_control.add_done_callback(_retrieve)
@@ -326,20 +328,16 @@ class ReplyRelay:
             reader.cancel()
             reader.add_done_callback(_retrieve)
 
-    async def _heartbeat(self) -> None:
-        """Tell other processes this relay is alive (``Run.relay_seen_at``), until it ends."""
-        while True:
-            try:
-                beat = await db(services.run_seen)(run=self.run, channel=self.channel)
-            except Exception:
-                logger.exception("heartbeat of run %s failed", self.run.pk)
-            else:
-                if not beat.ours:
-                    await self._queue.put(("superseded", None))
-                    return
-                if beat.stop_recorded and not self.stop_requested:
-                    await self._queue.put(("control", {"type": control.STOP_REQUEST}))
-            await asyncio.sleep(settings.LETTACHAT_RELAY_HEARTBEAT_SECONDS)
+    def heard(self, beat: services.Heartbeat) -> None:
+        """What this relay's heartbeat learnt (``relay.heartbeat``): whether the run is still its
+        own, and whether a Stop was recorded on it while no relay answered."""
+        if not beat.ours:
+            if not self.superseded_told:
+                self.superseded_told = True
+                self._queue.put_nowait(("superseded", None))
+        elif beat.stop_recorded and not self.stop_requested and not self.stop_told:
+            self.stop_told = True
+            self._queue.put_nowait(("control", {"type": control.STOP_REQUEST}))
 
     async def _stop_control(self, reader_control: asyncio.Task[None]) -> None:
         """End the control reader with a message rather than a cancel.
