@@ -299,7 +299,11 @@ def message_send(
         otid = str(uuid.uuid4())
     _ensure_sendable(conversation)
     now = timezone.now()
+    fields: dict[str, object] = {"last_message_at": now}
+    if not conversation.summary:
+        fields["summary"] = _title_from(text)
     try:
+        # One transaction, so one commit (one wait for the disk) before the reply can start.
         with transaction.atomic():
             quotas.reply_start_check(conversation=conversation)
             message = Message.objects.create(
@@ -312,6 +316,7 @@ def message_send(
             run = Run.objects.create(
                 conversation=conversation, user_message=message, relay_channel=relay_channel
             )
+            Conversation.objects.filter(pk=conversation.pk).update(**fields)
     except IntegrityError as exc:
         if Run.objects.filter(conversation=conversation, status=Run.Status.RUNNING).exists():
             raise ConversationBusy from exc
@@ -319,10 +324,6 @@ def message_send(
         return Message.objects.get(
             conversation=conversation, message_type=Message.Type.USER, otid=otid
         ), None
-    fields: dict[str, object] = {"last_message_at": now}
-    if not conversation.summary:
-        fields["summary"] = _title_from(text)
-    Conversation.objects.filter(pk=conversation.pk).update(**fields)
     for name, value in fields.items():
         setattr(conversation, name, value)
     return message, run

@@ -170,3 +170,9 @@ def test_a_send_reads_and_writes_in_seven_statements_and_one_transaction(make_co
         services.message_send(conversation=conversation, text="hello", otid=str(uuid.uuid4()))
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) <= 7, "\n".join(statements)
+    # Every write inside the one atomic block (here a savepoint): one commit, one wait for disk.
+    sql = [q["sql"] for q in queries.captured_queries]
+    opened = next(i for i, q in enumerate(sql) if q.startswith("SAVEPOINT"))
+    released = next(i for i, q in enumerate(sql) if q.startswith("RELEASE SAVEPOINT"))
+    writes = [i for i, q in enumerate(sql) if q.startswith(("INSERT", "UPDATE"))]
+    assert writes and all(opened < i < released for i in writes), "\n".join(sql)
