@@ -14,6 +14,7 @@ It answers what lettachat's relay (and the letta-client SDK) call during a reply
   reads the send time back out of what it receives. A message may set its own plan with
   ``[[bench tokens=N rate=R first=S]]``.
 - ``GET /v1/conversations/{id}/messages`` (the relay's re-read after a reply): what was said.
+- ``GET /v1/runs/{id}`` (the relay asks whose a run is, and where it is, as Letta answers).
 - ``POST /v1/conversations/`` (create), ``POST /v1/conversations/{id}/cancel``,
   ``GET /v1/health/``, ``GET /v1/agents/``.
 
@@ -38,6 +39,7 @@ AGENT_ID = "agent-00000000-0000-4000-8000-00000000bench"
 PLAN_RE = re.compile(r"\[\[bench([^\]]*)\]\]")
 CONVERSATION_MESSAGES = re.compile(r"^/v1/conversations/([^/]+)/messages/?$")
 CONVERSATION_CANCEL = re.compile(r"^/v1/conversations/([^/]+)/cancel/?$")
+RUN = re.compile(r"^/v1/runs/([^/]+)/?$")
 
 
 def _now_iso() -> str:
@@ -63,6 +65,7 @@ class ScriptedLetta:
     def __init__(self, default: Plan) -> None:
         self.default = default
         self.conversations: dict[str, Conversation] = {}
+        self.runs: dict[str, dict] = {}  # Letta's run objects, as GET /v1/runs/{id} gives them
         self.streams = 0  # replies streamed, for the log line at exit
         self.tokens = 0
 
@@ -142,6 +145,11 @@ class ScriptedLetta:
             if method == "POST":
                 return await self.stream(conversation, json.loads(body or b"{}"), writer)
             return await self.respond(writer, 200, self.listed(conversation, query))
+        if method == "GET" and (found := RUN.match(path)):
+            run = self.runs.get(found.group(1))
+            if run is None:
+                return await self.respond(writer, 404, {"detail": "Run not found"})
+            return await self.respond(writer, 200, run)
         if method == "POST" and (found := CONVERSATION_CANCEL.match(path)):
             conversation = self.conversation(found.group(1))
             if not conversation.active_run:
@@ -198,6 +206,10 @@ class ScriptedLetta:
                 writer, 409, {"detail": f"Conversation is busy: run_id={conversation.active_run}"}
             )
         conversation.active_run, conversation.cancelled = run_id, False
+        run = self.runs[run_id] = {
+            "id": run_id, "agent_id": AGENT_ID, "conversation_id": conversation.letta_id,
+            "status": "running", "stop_reason": None, "background": True,
+        }  # fmt: skip
         requested = time.monotonic()
         message_id = f"message-{uuid.uuid4()}"
         conversation.messages.append(
@@ -264,8 +276,12 @@ class ScriptedLetta:
             event(b"[DONE]")
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            run["status"] = "cancelled" if reason == "cancelled" else "completed"
+            run["stop_reason"] = reason
         finally:
             conversation.active_run = ""
+            if run["status"] == "running":
+                run["status"], run["stop_reason"] = "failed", "error"  # the stream broke
 
     @staticmethod
     def message(letta_id: str, kind: str, content: str, run_id: str, otid: str | None) -> dict:
