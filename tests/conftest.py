@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+from asgiref.sync import SyncToAsync
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
@@ -46,6 +47,9 @@ def django_db_setup(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         db_close_connections()
+        # ...and asgiref's one thread for thread-sensitive calls (``database_sync_to_async`` in
+        # the async tests), which channels' communicator keeps from closing its connection.
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
         for connection in connections.all():
             if close_pool := getattr(connection, "close_pool", None):
                 close_pool()

@@ -475,6 +475,39 @@ def test_one_heartbeat_tells_every_relay_of_a_process_what_concerns_it(
     assert seen[over.pk] == long_ago
 
 
+async def test_the_beat_task_tells_each_relay_and_ends_with_the_last_one(
+    conversation, quick, monkeypatch
+):
+    """``relay.heartbeat``: the first relay starts the loop's beat task, each relay hears its
+    own beat, and the task is gone once the last relay left (nothing left pending in the loop)."""
+    from conversations import services
+    from conversations.relay import heartbeat
+
+    quick.LETTACHAT_RELAY_HEARTBEAT_SECONDS = 0.01
+    run = await database_sync_to_async(Run.objects.create)(
+        conversation=conversation, relay_channel="relay.own"
+    )
+
+    class Relay:
+        def __init__(self, channel: str) -> None:
+            self.run, self.channel, self.beats = run, channel, asyncio.Queue()
+
+        def heard(self, beat: services.Heartbeat) -> None:
+            self.beats.put_nowait(beat)
+
+    own, stale = Relay("relay.own"), Relay("relay.stale")
+    heartbeat.join(own)
+    heartbeat.join(stale)
+    assert await asyncio.wait_for(own.beats.get(), 5) == services.Heartbeat(True, False)
+    assert await asyncio.wait_for(stale.beats.get(), 5) == services.Heartbeat(False, False)
+    task = heartbeat._loops[asyncio.get_running_loop()].task
+    heartbeat.leave(own)
+    assert not task.done(), "it beats on for the relay still here"
+    heartbeat.leave(stale)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_page_takes_only_the_answer_to_its_latest_snapshot_request(
     conversation, user, monkeypatch
 ):
