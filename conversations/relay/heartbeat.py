@@ -34,9 +34,7 @@ class _Beats:
         self.task: asyncio.Task[None] | None = None
 
 
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Beats] = (
-    weakref.WeakKeyDictionary()
-)
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Beats] = weakref.WeakKeyDictionary()
 
 
 def join(relay: ReplyRelay) -> None:
