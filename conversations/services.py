@@ -424,7 +424,7 @@ def runs_seen(*, runs: list[tuple[int, str]]) -> dict[str, Heartbeat]:
     Run.objects.filter(
         pk__in=pks, status=Run.Status.RUNNING, relay_channel__in={channel for _, channel in runs}
     ).update(relay_seen_at=timezone.now())
-    now_ = {
+    found = {
         pk: (status, channel, stop_requested_at)
         for pk, status, channel, stop_requested_at in Run.objects.filter(pk__in=pks).values_list(
             "pk", "status", "relay_channel", "stop_requested_at"
@@ -432,7 +432,7 @@ def runs_seen(*, runs: list[tuple[int, str]]) -> dict[str, Heartbeat]:
     }
     beats = {}
     for pk, channel in runs:
-        status, following, stop_requested_at = now_.get(pk, ("", "", None))
+        status, following, stop_requested_at = found.get(pk, ("", "", None))
         beats[channel] = Heartbeat(
             ours=status == Run.Status.RUNNING and following == channel,
             stop_recorded=stop_requested_at is not None,
