@@ -487,14 +487,37 @@ def message_record(
     the same transaction (``run_stored_until``), so a relay that takes over resumes after it.
     """
     fields = {"content": content, "name": name, "run_id": run_id, "error": error}
+    try:
+        return _message_store(conversation, letta_id, message_type, fields, run, seq_id)
+    except IntegrityError:
+        # Recorded meanwhile by another relay of the run (a takeover): now the update finds it.
+        return _message_store(conversation, letta_id, message_type, fields, run, seq_id)
+
+
+def _message_store(
+    conversation: Conversation,
+    letta_id: str,
+    message_type: str,
+    fields: dict[str, str],
+    run: Run | None,
+    seq_id: int | None,
+) -> Message:
+    same = Message.objects.filter(
+        conversation=conversation, letta_id=letta_id, message_type=message_type
+    )
     with transaction.atomic():
-        message, _ = Message.objects.update_or_create(
-            conversation=conversation,
-            letta_id=letta_id,
-            message_type=message_type,
-            defaults=fields,
-            create_defaults={**fields, "created_at": timezone.now()},
-        )
+        # Almost always a message new here: the update finds nothing and the insert follows,
+        # two statements (update_or_create takes four: a locking read and a savepoint).
+        if same.update(**fields):
+            message = same.get()
+        else:
+            message = Message.objects.create(
+                conversation=conversation,
+                letta_id=letta_id,
+                message_type=message_type,
+                created_at=timezone.now(),
+                **fields,
+            )
         Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
         if run is not None and seq_id is not None:
             run_stored_until(run=run, seq_id=seq_id)
@@ -539,22 +562,30 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
     A user message is matched by the ``otid`` we sent with it; others by Letta's id. Messages the
     stream did not show us (system messages aside) are added.
     """
-    added = []
+    added: list[Message] = []
+    # Approval requests: conversations.approvals.approvals_from_letta.
+    infos = [i for i in infos if i.message_type not in (Message.Type.SYSTEM, Message.Type.APPROVAL)]
+    if not infos:
+        return added
+    # What the mirror has of these already: one query, however many messages the turn made.
+    mirrored = set(
+        Message.objects.filter(
+            conversation=conversation, letta_id__in={i.letta_id for i in infos}
+        ).values_list("letta_id", "message_type")
+    )
     for info in infos:
-        if info.message_type in (Message.Type.SYSTEM, Message.Type.APPROVAL):
-            continue  # approval requests: conversations.approvals.approvals_from_letta
-        if Message.objects.filter(
-            conversation=conversation, letta_id=info.letta_id, message_type=info.message_type
-        ).exists():
+        if (info.letta_id, info.message_type) in mirrored:
             continue
         if info.otid:
             pending = Message.objects.filter(
                 conversation=conversation, otid=info.otid, letta_id__isnull=True
             ).update(letta_id=info.letta_id, run_id=info.run_id, error="")
             if pending:
+                mirrored.add((info.letta_id, info.message_type))
                 continue
         message = _message_from_letta(conversation=conversation, info=info)
         added.append(message)
+        mirrored.add((info.letta_id, info.message_type))
     return added
 
 

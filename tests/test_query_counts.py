@@ -176,3 +176,112 @@ def test_a_send_reads_and_writes_in_seven_statements_and_one_transaction(make_co
     released = next(i for i, q in enumerate(sql) if q.startswith("RELEASE SAVEPOINT"))
     writes = [i for i, q in enumerate(sql) if q.startswith(("INSERT", "UPDATE"))]
     assert writes and all(opened < i < released for i in writes), "\n".join(sql)
+
+
+def _writes_in_one_transaction(queries: CaptureQueriesContext) -> list[str]:
+    """The statements captured (savepoints aside), once every write is shown to be inside the
+    one atomic block (in a test, a savepoint): one commit, one wait for the disk."""
+    sql = [q["sql"] for q in queries.captured_queries]
+    opened = [i for i, q in enumerate(sql) if q.startswith("SAVEPOINT")]
+    released = [i for i, q in enumerate(sql) if q.startswith("RELEASE SAVEPOINT")]
+    assert len(opened) == len(released) == 1, "\n".join(sql)
+    writes = [i for i, q in enumerate(sql) if q.startswith(("INSERT", "UPDATE"))]
+    assert writes and all(opened[0] < i < released[0] for i in writes), "\n".join(sql)
+    return [q for q in sql if "SAVEPOINT" not in q]
+
+
+def test_a_streamed_message_is_stored_in_four_statements_and_one_transaction(
+    make_conversation, user
+):
+    """Every message of every reply is stored this way: no locking read, no savepoint of its own
+    (update_or_create took four more statements)."""
+    from conversations import services
+    from conversations.models import Run
+
+    conversation = make_conversation(user)
+    run = Run.objects.create(conversation=conversation)
+    with CaptureQueriesContext(connection) as queries:
+        message = services.message_record(
+            conversation=conversation, letta_id="message-1", message_type="assistant",
+            content="Hello.", run=run, seq_id=7,
+        )  # fmt: skip
+    statements = _writes_in_one_transaction(queries)
+    assert len(statements) == 4, "\n".join(statements)
+    assert (message.content, message.letta_id, message.conversation_id) == (
+        "Hello.", "message-1", conversation.pk,
+    )  # fmt: skip
+    run.refresh_from_db()
+    conversation.refresh_from_db()
+    assert run.last_seq_id == 7
+    assert conversation.last_message_at == message.created_at
+
+
+def test_a_message_stored_twice_is_one_message_with_the_last_words(make_conversation, user):
+    from conversations import services
+
+    conversation = make_conversation(user)
+    record = dict(conversation=conversation, letta_id="message-1", message_type="assistant")
+    first = services.message_record(**record, content="Hel")
+    second = services.message_record(**record, content="Hello.", error="Stopped.")
+    assert second.pk == first.pk
+    assert second.created_at == first.created_at  # it keeps its place in the thread
+    stored = Message.objects.get(conversation=conversation)
+    assert (stored.content, stored.error) == ("Hello.", "Stopped.")
+
+
+def test_a_message_stored_meanwhile_by_another_relay_is_updated_not_doubled(
+    make_conversation, user, monkeypatch
+):
+    """Two relays of one run (a takeover) may store the same message at once: the second one's
+    insert meets the first one's row (the real unique constraint), and updates it instead."""
+    from django.db.models import QuerySet
+
+    from conversations import services
+
+    conversation = make_conversation(user)
+    record = dict(conversation=conversation, letta_id="message-1", message_type="assistant")
+    first = services.message_record(**record, content="Hel")
+    update = QuerySet.update
+    misses = iter([0])  # the other relay's row is not there yet when this one looks: once
+
+    def update_racing(self, **kwargs):
+        done = update(self, **kwargs)
+        return next(misses, done) if self.model is Message else done
+
+    monkeypatch.setattr(QuerySet, "update", update_racing)
+    second = services.message_record(**record, content="Hello.")
+    assert second.pk == first.pk
+    assert Message.objects.get(conversation=conversation).content == "Hello."
+
+
+def test_reconciling_a_turn_reads_the_mirror_once_whatever_its_length(make_conversation, user):
+    """After every reply, Letta's copy of the turn is matched against the mirror: one read for
+    all its messages, the person's message confirmed by its otid, in one transaction."""
+    from conversations.models import Run
+    from conversations.relay.loop import _reconcile_with
+    from letta_gateway import MessageInfo
+
+    conversation = make_conversation(user)
+    run = Run.objects.create(conversation=conversation)
+    mine = Message.objects.create(
+        conversation=conversation, otid="otid-1", message_type="user", content="hi", created_at=T0
+    )
+    infos = [MessageInfo("message-0", "user", "hi", T0, otid="otid-1", run_id="run-1")]
+    for n in range(1, 13):
+        kind = "reasoning" if n % 2 else "assistant"
+        Message.objects.create(
+            conversation=conversation, letta_id=f"message-{n}", message_type=kind,
+            content=f"part {n}", created_at=T0,
+        )  # fmt: skip
+        infos.append(MessageInfo(f"message-{n}", kind, f"part {n}", T0, run_id="run-1"))
+    infos.append(MessageInfo("message-13", "assistant", "not streamed", T0, run_id="run-1"))
+    with CaptureQueriesContext(connection) as queries:
+        added, made = _reconcile_with(conversation, infos, run)
+    statements = _writes_in_one_transaction(queries)
+    reads = [q for q in statements if q.startswith("SELECT")]
+    assert len(reads) == 1, "\n".join(statements)
+    assert len(statements) == 3, "\n".join(statements)  # the read, the otid's match, the insert
+    assert [m.content for m in added] == ["not streamed"] and made == []
+    mine.refresh_from_db()
+    assert (mine.letta_id, mine.run_id) == ("message-0", "run-1")
+    assert Message.objects.filter(conversation=conversation).count() == 14

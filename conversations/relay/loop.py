@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from channels.exceptions import ChannelFull
 from django.conf import settings
+from django.db import transaction
 
 from conversations import approvals, memory, otids, selectors, services, sinks
 from conversations.events import (
@@ -972,9 +973,10 @@ def _reconcile_with(
     conversation: Conversation, infos: list[MessageInfo], run: Run
 ) -> tuple[list[Message], list[Approval]]:
     """The messages Letta's copy adds to the mirror, and the approval requests it makes: in
-    one trip to a database thread."""
-    added = services.message_reconcile(conversation=conversation, infos=infos)
-    made = approvals.approvals_from_letta(conversation=conversation, infos=infos, run=run)
+    one trip to a database thread, and one transaction (one commit)."""
+    with transaction.atomic():
+        added = services.message_reconcile(conversation=conversation, infos=infos)
+        made = approvals.approvals_from_letta(conversation=conversation, infos=infos, run=run)
     return added, made
 
 
