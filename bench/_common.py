@@ -384,12 +384,17 @@ def error_count(logged: list[str]) -> int:
 
 @contextmanager
 def py_spy(pid: int, name: str, *, seconds: float | None = None) -> Iterator[Path]:
-    """Sample ``pid`` with py-spy while the block runs; a collapsed-stack file in bench/profiles."""
+    """Sample ``pid`` with py-spy while the block runs; a collapsed-stack file in bench/profiles.
+
+    Only the thread that holds the GIL is sampled (``--gil``): where the process's Python CPU
+    goes. Without it every thread is sampled, so the database threads waiting on PostgreSQL's
+    answers came out as "psycopg 45 %" of a profile that was mostly waiting (2026-12-04).
+    """
     out = BENCH / "profiles" / f"{name}.txt"
     out.parent.mkdir(exist_ok=True)
     spy = ROOT / ".venv" / "bin" / "py-spy"
     command = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
-               "--rate", "200", "--nonblocking"]  # fmt: skip
+               "--rate", "200", "--nonblocking", "--gil"]  # fmt: skip
     if seconds:
         command += ["--duration", str(int(seconds))]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -653,12 +653,14 @@ def report(
     if out["profile"] is not None:
         lines += [
             f"\nProfile of daphne at {max(int(x) for x in args.levels.split(','))} replies in "
-            f"flight (py-spy, CPU samples; `{out['profile'].relative_to(c.ROOT)}`):\n",
+            f"flight (py-spy, samples of the thread holding the GIL; "
+            f"`{out['profile'].relative_to(c.ROOT)}`):\n",
             c.profile_table(out["profile"]),
         ]
     if out["sweep_profile"] is not None:
         lines += [
-            f"\nProfile of daphne in the last sweep step (py-spy, CPU samples; "
+            f"\nProfile of daphne in the last sweep step (py-spy, samples of the thread holding "
+            f"the GIL; "
             f"`{out['sweep_profile'].relative_to(c.ROOT)}`):\n",
             c.profile_table(out["sweep_profile"]),
         ]
