@@ -576,15 +576,11 @@ def message_reconcile(*, conversation: Conversation, infos: list[MessageInfo]) -
     for info in infos:
         if (info.letta_id, info.message_type) in mirrored:
             continue
-        if info.otid:
-            pending = Message.objects.filter(
-                conversation=conversation, otid=info.otid, letta_id__isnull=True
-            ).update(letta_id=info.letta_id, run_id=info.run_id, error="")
-            if pending:
-                mirrored.add((info.letta_id, info.message_type))
-                continue
-        message = _message_from_letta(conversation=conversation, info=info)
-        added.append(message)
+        pending = bool(info.otid) and Message.objects.filter(
+            conversation=conversation, otid=info.otid, letta_id__isnull=True
+        ).update(letta_id=info.letta_id, run_id=info.run_id, error="")
+        if not pending:
+            added.append(_message_from_letta(conversation=conversation, info=info))
         mirrored.add((info.letta_id, info.message_type))
     return added
 
