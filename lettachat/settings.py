@@ -269,6 +269,10 @@ if not LETTA_API_KEY and LETTA_BASE_URL.rstrip("/") == _local_letta.base_url():
     LETTA_API_KEY = _local_letta.existing_api_key()
 # Seconds to wait for Letta on reads and on the first byte of a reply.
 LETTA_TIMEOUT = env.float("LETTA_TIMEOUT", default=30.0)
+# Connections each process may hold open to Letta at once. A streaming reply holds one for as
+# long as it streams, so this caps the replies in flight per process: the SDK's own default (100)
+# made the 101st reply wait for another to end.
+LETTA_MAX_CONNECTIONS = env.int("LETTA_MAX_CONNECTIONS", default=1000)
 # Seconds each check of /readyz may take (database, channel layer, Letta) before it is "down".
 LETTACHAT_PROBE_TIMEOUT = env.float("LETTACHAT_PROBE_TIMEOUT", default=2.0)
 # The gateway to use (tests swap in a scripted fake).
