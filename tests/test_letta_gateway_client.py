@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -44,16 +45,25 @@ class _Failing(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler], *, backlog: int = 5) -> Iterator[str]:
+    """A local HTTP server answering with ``handler`` (``backlog``: connections it lets wait)."""
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": backlog})
+    server = server_class(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def failing_server() -> Iterator[tuple[str, list, type]]:
     seen: list[tuple[str, str, str]] = []
     handler = type("Handler", (_Failing,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen, handler
-    server.shutdown()
-    server.server_close()
+    with _serving(handler) as url:
+        yield url, seen, handler
 
 
 async def test_a_send_is_never_retried(failing_server):
@@ -158,6 +168,7 @@ _STREAM = [
 ]  # fmt: skip
 
 
+@contextmanager
 def _sse_server(frames: list[bytes]) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -172,18 +183,15 @@ def _sse_server(frames: list[bytes]) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with _serving(Handler) as url:
+        yield url
 
 
 @pytest.fixture
 def sse_url() -> Iterator[str]:
     frames = [b"data: " + json.dumps(event).encode() + b"\n\n" for event in _STREAM]
-    yield from _sse_server([*frames, b"data: [DONE]\n\n"])
+    with _sse_server([*frames, b"data: [DONE]\n\n"]) as url:
+        yield url
 
 
 async def _reply(gateway: LettaGateway) -> list[object]:
@@ -219,11 +227,11 @@ async def test_a_replys_events_are_those_the_sdks_models_give(sse_url):
 
 
 async def test_a_token_of_an_unknown_shape_is_left_to_the_sdk():
-    """A token whose fields are not what we know (here a numeric id) is not guessed at: the
-    SDK's model reads it, as it reads every other kind."""
+    """A token whose fields are not what we know (here a seq_id sent as a string) is not
+    guessed at: the SDK's model reads it, as it reads every other kind."""
     odd = {"id": "message-a", "message_type": "assistant_message", "seq_id": "3", "content": "x"}
     frames = [b"data: " + json.dumps(odd).encode() + b"\n\n", b"data: [DONE]\n\n"]
-    for url in _sse_server(frames):
+    with _sse_server(frames) as url:
         events = await _reply(LettaGateway(base_url=url, api_key=""))
     assert events == [ContentDelta("message-a", "assistant", "x", "", 3)]
 
@@ -234,7 +242,7 @@ async def test_an_error_event_inside_a_reply_is_the_runs_failure():
         b'event: error\ndata: {"error": {"message": "The model is overloaded", '
         b'"error_type": "llm_error", "run_id": "' + _RUN.encode() + b'"}}\n\n',
     ]
-    for url in _sse_server(frames):
+    with _sse_server(frames) as url:
         events = await _reply(LettaGateway(base_url=url, api_key=""))
     assert events == [
         RunStarted(_RUN, 1),
@@ -266,15 +274,8 @@ async def test_more_replies_than_the_sdks_connection_pool_stream_at_once(setting
         def log_message(self, *args: object) -> None:
             pass
 
-    server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": replies})(
-        ("127.0.0.1", 0), Handler
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    gateway = LettaGateway(base_url=f"http://127.0.0.1:{server.server_address[1]}", api_key="")
-    waiter = asyncio.get_running_loop().run_in_executor(None, arrived.wait)
-    try:
+    with _serving(Handler, backlog=replies) as url:
+        gateway = LettaGateway(base_url=url, api_key="")
+        waiter = asyncio.get_running_loop().run_in_executor(None, arrived.wait)
         results = await asyncio.gather(*(_reply(gateway) for _ in range(replies)), waiter)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert results[:-1] == [[RunStarted(_RUN, 1)]] * replies
