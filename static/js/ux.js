@@ -283,22 +283,34 @@
 
   // --- Times: relative ("5 minutes ago"), exact on hover and focus, in the person's time zone -----
 
-  var relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
-  var exact = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
-  var dayAndTime = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
-  var withYear = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+  // The formatters are made when first needed: the first one a page makes loads the browser's
+  // locale data (20-45 ms), so it waits until the thread is on screen (below).
+  var formats = null;
+  function formatters() {
+    if (formats) return formats;
+    formats = {
+      relative: window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null,
+      exact: new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" }),
+      dayAndTime: new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" }),
+      withYear: new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" }),
+    };
+    return formats;
+  }
 
   function describe(date, now) {
+    var f = formatters(), relative = f.relative;
     var seconds = Math.round((now - date) / 1000);
     if (relative && seconds < 45) return relative.format(0, "second").replace(/^./, function (c) { return c.toUpperCase(); });
     if (relative && seconds < 3600) return relative.format(-Math.max(1, Math.round(seconds / 60)), "minute");
     if (relative && seconds < 86400) return relative.format(-Math.round(seconds / 3600), "hour");
-    return (date.getFullYear() === new Date(now).getFullYear() ? dayAndTime : withYear).format(date);
+    return (date.getFullYear() === new Date(now).getFullYear() ? f.dayAndTime : f.withYear).format(date);
   }
 
   function formatTimes() {
-    var now = Date.now();
-    document.querySelectorAll(".msg-meta time[datetime]").forEach(function (el) {
+    var times = document.querySelectorAll(".msg-meta time[datetime]");
+    if (!times.length) return;
+    var now = Date.now(), exact = formatters().exact;
+    times.forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
       if (isNaN(date.getTime())) return;
       var full = exact.format(date);
@@ -307,7 +319,11 @@
       if (el.textContent !== text) el.textContent = text;
     });
   }
-  document.addEventListener("DOMContentLoaded", formatTimes);
+  // On a page's load, after its first frame: the thread is shown first (with the times as the
+  // server wrote them, in UTC), then its times in the person's own words.
+  document.addEventListener("DOMContentLoaded", function () {
+    requestAnimationFrame(function () { setTimeout(formatTimes, 0); });
+  });
   document.addEventListener("htmx:afterSettle", formatTimes);
   document.addEventListener("htmx:wsAfterMessage", formatTimes);
   setInterval(formatTimes, 30000);
