@@ -72,7 +72,10 @@
     var box = document.getElementById("composer-input");
     if (box && !box.disabled) box.focus({ preventScroll: true });
   });
-  document.addEventListener("DOMContentLoaded", scrollToEnd);
+  document.addEventListener("DOMContentLoaded", function () {
+    scrollToEnd();
+    document.documentElement.dataset.scripts = "ready";  // the thread's opening snap ends (app.css)
+  });
 
   // Show whether the live connection is up.
   function setConnection(state) {

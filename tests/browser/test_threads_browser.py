@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from playwright.sync_api import expect
 
 from conversations import services, sinks
 from conversations.events import ConversationActive
@@ -91,11 +92,10 @@ def test_scrolling_the_sidebar_loads_every_conversation_page_by_page(
     assert page.errors == []
 
 
-def test_older_messages_load_above_without_moving_what_is_in_view(
-    page, live_server_url, alice, letta_agent
-):
+def long_thread(owner, agent, lines: int = 130) -> Conversation:
+    """conv-long: ``lines`` messages of the owner's, "line 0" first."""
     conversation = Conversation.objects.create(
-        letta_id="conv-long", agent=letta_agent, owner=alice, summary="Long"
+        letta_id="conv-long", agent=agent, owner=owner, summary="Long"
     )
     Message.objects.bulk_create(
         Message(
@@ -104,8 +104,67 @@ def test_older_messages_load_above_without_moving_what_is_in_view(
             content=f"line {i}",
             created_at=T0 + timedelta(seconds=i),
         )
-        for i in range(130)
+        for i in range(lines)
     )
+    return conversation
+
+
+def scroll_top(page) -> float:
+    """The thread's scroll position, once the browser has drawn two more frames."""
+    return page.evaluate(
+        "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() =>"
+        " done(document.getElementById('messages').scrollTop))))"
+    )
+
+
+def test_a_thread_opens_at_its_end_before_its_scripts_run(
+    page, live_server_url, alice, letta_agent
+):
+    long_thread(alice, letta_agent)
+    log_in(page, live_server_url)
+    # The page's scripts held back: what places the thread is its HTML and CSS alone.
+    page.route("**/*.js", lambda route: route.abort())
+    page.goto(f"{live_server_url}/c/conv-long/")
+    assert page.evaluate("() => !window.htmx && !document.documentElement.dataset.scripts")
+    expect(page.locator("#messages article >> text='line 129'")).to_be_in_viewport()
+    expect(page.locator("#messages article >> text='line 30'")).not_to_be_in_viewport()
+
+    # With its scripts, the thread opens at its end too, and then scrolls freely: the snap that
+    # held it there is over.
+    page.unroute("**/*.js")
+    page.goto(f"{live_server_url}/c/conv-long/")
+    page.wait_for_selector("html[data-scripts]", state="attached")
+    expect(page.locator("#messages article >> text='line 129'")).to_be_in_viewport()
+    page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
+    assert scroll_top(page) == 0
+    expect(page.locator("#messages article >> text='line 30'")).to_be_in_viewport()
+    assert page.errors == []
+
+
+def test_without_scripts_a_thread_can_be_scrolled(browser, live_server_url, alice, letta_agent):
+    long_thread(alice, letta_agent)
+    signed_in = browser.new_context()
+    log_in(signed_in.new_page(), live_server_url)
+    state = signed_in.storage_state()
+    signed_in.close()
+    context = browser.new_context(java_script_enabled=False, storage_state=state)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server_url}/c/conv-long/")
+        assert page.title().startswith("Long")
+        # The page's oldest message can be scrolled to (the snap to the end is off:
+        # css/noscript.css); with the snap on, the wheel's scroll would go back to the end.
+        page.locator("#messages").hover()
+        page.mouse.wheel(0, -100_000)
+        expect(page.locator("#messages article >> text='line 30'")).to_be_in_viewport()
+    finally:
+        context.close()
+
+
+def test_older_messages_load_above_without_moving_what_is_in_view(
+    page, live_server_url, alice, letta_agent
+):
+    long_thread(alice, letta_agent)
     log_in(page, live_server_url)
     page.goto(f"{live_server_url}/c/conv-long/")
     assert page.locator("#messages article").count() == 100
