@@ -16,6 +16,10 @@ touched:
   receive and group send;
 - ``merge``: every piece from Letta relayed as its own fragment, even when pieces queue up.
 
+With ``BENCH_UVLOOP=1`` daphne's asyncio loop (under Twisted's asyncio reactor) is uvloop's (an
+experiment: ``uv sync --extra uvicorn`` installs uvloop; see bench/RESULTS.md, 2026-12-04
+afternoon).
+
 With ``BENCH_TRACE=<file>`` it appends one JSON line per event to the file:
 
 - every ``database_sync_to_async`` call: the function, how long it waited for the database
@@ -158,6 +162,12 @@ if __name__ == "__main__":
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     if os.environ.get("BENCH_TRACE"):
         install(os.environ["BENCH_TRACE"])
+    if os.environ.get("BENCH_UVLOOP"):  # an experiment: daphne's asyncio loop from uvloop
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface.entrypoint()
