@@ -306,8 +306,10 @@
     return (date.getFullYear() === new Date(now).getFullYear() ? f.dayAndTime : f.withYear).format(date);
   }
 
-  function formatTimes() {
-    var times = document.querySelectorAll(".msg-meta time[datetime]");
+  // Every time on the page (each is marked as written), or only those not yet written.
+  function formatTimes(onlyNew) {
+    var times = document.querySelectorAll(
+      ".msg-meta time[datetime]" + (onlyNew === true ? ":not([data-written])" : ""));
     if (!times.length) return;
     var now = Date.now(), exact = formatters().exact;
     times.forEach(function (el) {
@@ -317,6 +319,7 @@
       if (el.title !== full) el.title = full;
       var text = describe(date, now);
       if (el.textContent !== text) el.textContent = text;
+      el.dataset.written = "";
     });
   }
   // On a page's load, after its first frame: the thread is shown first (with the times as the
@@ -325,7 +328,9 @@
     requestAnimationFrame(function () { setTimeout(formatTimes, 0); });
   });
   document.addEventListener("htmx:afterSettle", formatTimes);
-  document.addEventListener("htmx:wsAfterMessage", formatTimes);
+  // A socket's message (a streamed piece, mostly) brings a new message at most: its time only,
+  // not the whole thread's again for every piece of a reply.
+  document.addEventListener("htmx:wsAfterMessage", function () { formatTimes(true); });
   setInterval(formatTimes, 30000);
 
   // --- One "current" mark; the document's title follows the conversation -------------------------

@@ -193,6 +193,23 @@ TOP_BAR = """() => [...document.querySelectorAll('.topbar a, .topbar button')]
                 return [e.textContent.trim(), r.left, r.right, (r.top + r.bottom) / 2]; })"""
 
 
+# Whether the message box's placeholder fits in the box: the same text, width and font in a
+# hidden block, against the box's inner height.
+PLACEHOLDER_FITS = """() => {
+  const box = document.getElementById('composer-input'), s = getComputedStyle(box);
+  const pad = (a, b) => parseFloat(s[a]) + parseFloat(s[b]);
+  const probe = document.createElement('div');
+  probe.textContent = box.placeholder;
+  Object.assign(probe.style, {position: 'absolute', visibility: 'hidden', font: s.font,
+    lineHeight: s.lineHeight, whiteSpace: 'pre-wrap', overflowWrap: 'break-word',
+    width: (box.clientWidth - pad('paddingLeft', 'paddingRight')) + 'px'});
+  document.body.append(probe);
+  const height = probe.offsetHeight;
+  probe.remove();
+  return height <= box.clientHeight - pad('paddingTop', 'paddingBottom');
+}"""
+
+
 @pytest.mark.parametrize(
     ("width", "height", "share"),
     [(390, 844, 0.7), (640, 400, 0.6), (320, 256, 0.35)],
@@ -228,6 +245,13 @@ def test_on_narrow_screens_the_thread_takes_the_screen_and_lists_are_drawers(
             assert max(middles) - min(middles) < 6, f"one row: {bar}"
         assert box["composer"]["right"] <= width and box["composer"]["left"] >= 0
         assert box["shown"] >= share * height, box
+        assert page.evaluate(PLACEHOLDER_FITS), "the message box's placeholder is shown whole"
+        # The keys are said to assistive technology (not in the placeholder, which they overran).
+        description = page.locator("#composer-input").evaluate(
+            "el => el.getAttribute('aria-describedby').split(' ')"
+            ".map(id => document.getElementById(id).textContent).join(' ')"
+        )
+        assert "Enter sends, Shift+Enter starts a new line." in description
         assert box["sidebarVisible"] == "hidden", "the list is a closed drawer"
         assert box["small"] == [], f"targets under 24 x 24 px: {box['small']}"
 
