@@ -296,3 +296,33 @@ def _cancel_all_tasks_or_name_the_stuck(loop: asyncio.AbstractEventLoop) -> None
 
 
 asyncio.runners._cancel_all_tasks = _cancel_all_tasks_or_name_the_stuck
+
+
+# --- A failed test's report: what the local Letta server logged as errors while it ran ---------
+# In CI nothing else is kept, and a failure against the real server should say whether Letta
+# itself failed, and how.
+
+LETTA_LOG_AT_START = pytest.StashKey[int]()
+LETTA_ERRORS_SHOWN = 120
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    size = harness.letta_log_size()
+    if size is not None:
+        item.stash[LETTA_LOG_AT_START] = size
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    start = item.stash.get(LETTA_LOG_AT_START, None)
+    if not report.failed or start is None:
+        return
+    errors = harness.letta_errors_since(start)
+    if len(errors) > LETTA_ERRORS_SHOWN:
+        left_out = len(errors) - LETTA_ERRORS_SHOWN
+        errors = [f"[… {left_out} lines before]", *errors[-LETTA_ERRORS_SHOWN:]]
+    if errors:
+        report.sections.append(("Letta's errors while the test ran", "\n".join(errors)))

@@ -294,3 +294,64 @@ def test_letta_server_is_healthy(letta_url):
     assert harness.is_healthy(letta_url)
     st = harness.status()
     assert st["healthy"] and st["processes"]["postgres"]["running"]
+
+
+def test_letta_keeps_its_database_connections_open_between_requests(letta_url):
+    """Letta runs on a pool of connections to its database, not a new one per query (its
+    default): each connect cost ~10 ms, and once one hung for 60 s and failed a request."""
+    cfg = harness.config()
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        r = c.get(
+            letta_url + "/v1/agents/", headers={"Authorization": f"Bearer {harness.api_key()}"}
+        )
+    assert r.status_code == 200
+    held = harness._pg(
+        cfg,
+        "psql",
+        "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-U", "letta", "-d", "letta", "-tAc",
+        "select count(*) from pg_stat_activity where datname = 'letta' and pid <> pg_backend_pid()",
+        what="psql",
+    ).stdout.strip()  # fmt: skip
+    assert int(held) >= 1, "Letta holds no connection to its database once a request is done"
+
+
+LOG_EXCERPT = """\
+Letta.letta.server.rest_api.routers.v1.conversations - INFO - [Interrupt] Cancel request received
+/x/site-packages/letta/agents/letta_agent_v2.py:961: DeprecationWarning: deprecated
+  model_handle=self.agent_state.llm_config.handle,
+Letta.letta.server.rest_api.app - ERROR - Unhandled error: TimeoutError:
+Traceback (most recent call last):
+  File "/x/site-packages/asyncpg/connect_utils.py", line 802, in _create_ssl_connection
+    tr, pr = await loop.create_connection(
+  File "/x/lib/python3.11/asyncio/selector_events.py", line 634, in sock_connect
+    return await fut
+           ^^^^^^^^^
+asyncio.exceptions.CancelledError
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/x/site-packages/starlette/routing.py", line 75, in app
+    response = await f(request)
+  File "/x/site-packages/letta/server/rest_api/routers/v1/conversations.py", line 884, in cancel
+    conversation = await conversation_manager.get_conversation_by_id(
+  File "/x/lib/python3.11/asyncio/timeouts.py", line 115, in __aexit__
+    raise TimeoutError from exc_val
+TimeoutError
+httpx - INFO - HTTP Request: POST http://127.0.0.1:8399/v1/chat/completions "HTTP/1.1 200 OK"
+Traceback-looking text after an INFO record is not an error
+"""
+
+
+def test_a_failed_tests_report_shows_lettas_errors_and_where_they_happened():
+    assert harness.errors_in_log(LOG_EXCERPT) == [
+        "Letta.letta.server.rest_api.app - ERROR - Unhandled error: TimeoutError:",
+        "Traceback (most recent call last):",
+        '  File "/x/lib/python3.11/asyncio/selector_events.py", line 634, in sock_connect',
+        "asyncio.exceptions.CancelledError",
+        "The above exception was the direct cause of the following exception:",
+        "Traceback (most recent call last):",
+        '  File "letta/server/rest_api/routers/v1/conversations.py", line 884, in cancel',
+        '  File "/x/lib/python3.11/asyncio/timeouts.py", line 115, in __aexit__',
+        "TimeoutError",
+    ]

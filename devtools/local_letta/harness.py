@@ -9,7 +9,8 @@ What runs (all detached, so they outlive the caller; pid files in ``<dir>/run``,
 * PostgreSQL 16 + pgvector from the ``pgserver`` wheel (Letta has no SQLite backend). PostgreSQL
   refuses to run as root, so when root it runs as ``nobody`` - hence ``<dir>`` must be
   traversable by ``nobody`` (the default under /tmp is).  Migrations: ``alembic upgrade head``
-  from the sdist (the wheel lacks them);
+  from the sdist (the wheel lacks them).  Letta keeps a pool of connections to it
+  (``LETTA_DISABLE_SQLALCHEMY_POOLING=false``; Letta's default is a new connection per query);
 * a private ``redis-server`` from the OS (bound to 127.0.0.1, no persistence).  Without it Letta
   answers 503 for ``background=True`` runs and stream resumption; foreground streaming works;
 * the scripted OpenAI-compatible model ``devtools.local_letta.fake_model`` (run with
@@ -24,6 +25,7 @@ Python API::
     harness.stop()                 # stop everything
 
     harness.api_key()              # the key Letta is started with (made once, kept in <dir>)
+    harness.letta_errors_since(n)  # the errors in Letta's log after byte n (letta_log_size())
 
 CLI: ``python -m devtools.local_letta CMD`` with CMD one of install, start (default), stop,
 status, url, key, restart-letta, stop-letta, start-letta.
@@ -67,6 +69,7 @@ import http.client
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -245,6 +248,59 @@ def _tail(path: Path, n: int = 40, start: int = 0) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(lines[-n:])
+
+
+# A line that begins a record in Letta's log (Letta's loggers, uvicorn's, asyncio's, httpx's), as
+# against the lines of a traceback or a warning's source line under it.
+_LOG_RECORD = re.compile(r"^(?:[\w.-]+ - [A-Z]+ - |(?:ERROR|WARNING|INFO|DEBUG):\s)")
+_SITE_PACKAGES = re.compile(r'File "[^"]*/site-packages/')
+
+
+def letta_log_size(cfg: Config | None = None) -> int | None:
+    """How long the Letta server's log is now (None: no log, as with a server of another's)."""
+    try:
+        return ((cfg or config()).logs / "letta.log").stat().st_size
+    except OSError:
+        return None
+
+
+def letta_errors_since(offset: int, cfg: Config | None = None) -> list[str]:
+    """The errors Letta logged after ``offset`` in its log (see ``errors_in_log``)."""
+    try:
+        with open((cfg or config()).logs / "letta.log", "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return errors_in_log(text)
+
+
+def errors_in_log(text: str) -> list[str]:
+    """Each error record in a stretch of Letta's log, and of its traceback the exception lines,
+    Letta's own frames and the innermost frame (where it failed); the web framework's frames and
+    the source lines are left out."""
+    shown: list[str] = []
+    in_error = False
+    last_frame = ""
+    for line in text.splitlines():
+        line = _SITE_PACKAGES.sub('File "', line)
+        if _LOG_RECORD.match(line):
+            in_error = " - ERROR - " in line or line.startswith("ERROR:")
+            if in_error:
+                shown.append(line)
+            last_frame = ""
+        elif not in_error or line.startswith("    ") or not line.strip():
+            continue
+        elif line.startswith('  File "'):
+            last_frame = line
+            if line.startswith('  File "letta/'):
+                shown.append(line)
+        else:  # an exception, or a traceback's heading
+            if last_frame and last_frame != shown[-1]:
+                shown.append(last_frame)
+            last_frame = ""
+            shown.append(line)
+    return shown
 
 
 def _pid_running(pid: int) -> bool:
@@ -874,7 +930,12 @@ def _start_letta_process(cfg: Config, have_redis: bool) -> None:
             # Letta's secure mode: every request but the health check needs the key.
             "LETTA_SERVER_SECURE": "true",
             "LETTA_SERVER_PASSWORD": api_key(cfg),
-            "LETTA_PG_URI": cfg.pg_uri,
+            # A pool of reused connections, not Letta's default of a new connection per query
+            # (NullPool): each query's connect costs ~10 ms, and once, near the end of a CI run,
+            # one connect hung for asyncpg's 60 s and a cancel request failed with a 500. The
+            # pooled engine asks for TLS unless the URI says otherwise; this postgres has none.
+            "LETTA_PG_URI": cfg.pg_uri + "?sslmode=disable",
+            "LETTA_DISABLE_SQLALCHEMY_POOLING": "false",
             "OPENAI_API_KEY": cfg.model_api_key,
             "OPENAI_BASE_URL": cfg.openai_base_url,
         }
