@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
@@ -157,6 +158,10 @@ def main() -> int:
     )
     parser.add_argument("--messages", type=int, default=40)
     parser.add_argument("--tool", choices=["wrk", "python"], default="wrk")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="py-spy daphne while the chat page is loaded with the most connections",
+    )  # fmt: skip
     c.add_server_options(parser)
     c.add_server_choice(parser)
     args = parser.parse_args()
@@ -166,6 +171,7 @@ def main() -> int:
     c.raise_open_files()
     m = c.machine()
     results = []
+    profile: Path | None = None
     with tempfile.TemporaryDirectory(prefix="lettachat-bench-http-") as tmp:
         var_dir = Path(tmp)
         port = c.free_port()
@@ -194,18 +200,27 @@ def main() -> int:
                 ]  # fmt: skip
                 import httpx
 
+                levels = [int(n) for n in args.connections.split(",")]
                 for label, url, headers in targets:
                     first = httpx.get(url, headers={"Cookie": cookie, **headers})
                     assert first.status_code == 200, (url, first.status_code)
-                    for connections in [int(n) for n in args.connections.split(",")]:
+                    for connections in levels:
                         cpu0 = c.cpu_seconds(daphne.pid)
                         t0 = time.perf_counter()
-                        if args.tool == "wrk":
-                            result = run_wrk(url, cookie, args, headers, connections)
-                        else:
-                            result = asyncio.run(
-                                run_python(url, cookie, args, headers, connections)
-                            )
+                        spy = (
+                            c.py_spy(daphne.pid, f"{section_name(args)}-chat-page")
+                            if args.profile and label == targets[0][0] and connections == levels[-1]
+                            else contextlib.nullcontext(None)
+                        )
+                        with spy as sampled:
+                            if args.tool == "wrk":
+                                result = run_wrk(url, cookie, args, headers, connections)
+                            else:
+                                result = asyncio.run(
+                                    run_python(url, cookie, args, headers, connections)
+                                )
+                        if sampled is not None:
+                            profile = sampled
                         result["daphne_cpu_share"] = (c.cpu_seconds(daphne.pid) - cpu0) / (
                             time.perf_counter() - t0
                         )
@@ -245,6 +260,12 @@ def main() -> int:
             f" | {r['p99_ms']:.1f} ms | {r['requests']:,} | {r['non_2xx']} | "
             f"{r['daphne_cpu_share']:.0%} |"
         )
+    if profile is not None:
+        lines += [
+            f"\nWhere daphne's CPU went while the chat page was loaded with {levels[-1]} "
+            f"connections (py-spy, `{profile.relative_to(c.ROOT)}`):\n",
+            c.profile_table(profile),
+        ]
     if any(r["socket_errors"] for r in results) or logged:
         lines.append(
             f"\nSocket errors: {[r['socket_errors'] for r in results]}; daphne error lines: "

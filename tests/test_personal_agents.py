@@ -183,6 +183,18 @@ def test_a_copys_conversation_is_its_owners_and_goes_with_the_templates_visibili
     assert logged_in(user).get(url).status_code == 404
 
 
+def test_a_conversation_recorded_on_someone_elses_copy_is_not_shown(template, user, other_user):
+    """No conversation is ever made so; were one recorded (a bug, a hand-edited row), its page
+    would show another person's agent and memory: it is refused like any other's."""
+    theirs = start(other_user, template)
+    stray = Conversation.objects.create(
+        letta_id="conv-stray", agent=theirs.agent, owner=user, summary="Recorded by mistake"
+    )
+    assert selectors.conversation_get(user=user, letta_id=stray.letta_id) is None
+    url = reverse("conversation_detail", args=[stray.letta_id])
+    assert logged_in(user).get(url).status_code == 404
+
+
 # --- Told before the first message ---------------------------------------------------------------
 
 
