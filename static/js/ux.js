@@ -319,7 +319,7 @@
       if (el.title !== full) el.title = full;
       var text = describe(date, now);
       if (el.textContent !== text) el.textContent = text;
-      el.dataset.written = "";
+      if (!el.hasAttribute("data-written")) el.dataset.written = "";  // a change only once
     });
   }
   // On a page's load, after its first frame: the thread is shown first (with the times as the
