@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
-from conversations import approvals, otids, personal_data, quotas
+from conversations import approvals, otids, personal_data, quotas, titles
 from conversations.models import Agent, Approval, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -29,7 +29,6 @@ DEMO_BLOCKS = {
         "told, so the whole app can be tried with no keys and no network."
     ),
 }
-TITLE_CHARS = 60
 
 
 # Letta tags on the agents lettachat makes for people, so a sync never mistakes one for an agent
@@ -301,7 +300,7 @@ def message_send(
     now = timezone.now()
     fields: dict[str, object] = {"last_message_at": now}
     if not conversation.summary:
-        fields["summary"] = _title_from(text)
+        fields["summary"] = titles.title_from(text)
     try:
         # One transaction, so one commit (one wait for the disk) before the reply can start.
         with transaction.atomic():
@@ -638,11 +637,6 @@ def message_settle_stopped(
             stored.save(update_fields=["content", "error"])
             changed.append(stored)
     return changed, added
-
-
-def _title_from(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 # --- Threads: rename, archive, delete, fork -------------------------------------------------------

@@ -16,13 +16,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from conversations import approvals
+from conversations import approvals, titles
 from conversations.models import Agent, Conversation, Message
 from letta_gateway import ConversationInfo, Gateway, MessageInfo
 
 PAGE = 100
 SUMMARY_CHARS = 200
-TITLE_CHARS = 60
 
 Progress = Callable[[str], None]
 
@@ -235,8 +234,7 @@ def _after(previous: datetime | None, at: datetime) -> datetime:
 
 def _title(infos: list[MessageInfo]) -> str:
     first = next((m.content for m in infos if m.message_type == "user"), "")
-    line = " ".join(first.split())
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+    return titles.title_from(first)
 
 
 def _message_fields(letta: MessageInfo, at: datetime) -> dict[str, object]:

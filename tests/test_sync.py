@@ -63,6 +63,16 @@ def test_an_import_keeps_one_message_per_otid(fake_gateway, agent, user):
     assert conversation.title == "hi"
 
 
+def test_an_imported_conversation_is_titled_in_plain_words(fake_gateway, agent, user):
+    fake_gateway.conversations["conv-md"] = ConversationInfo("conv-md", agent.letta_id, "", T0,
+                                                             None)  # fmt: skip
+    fake_gateway.stored["conv-md"] = [info("m-1", "user", "What does **this** do?")]
+    (conversation,) = sync.conversations_import(
+        gateway=fake_gateway, owner=user, agent=agent
+    ).imported
+    assert conversation.title == "What does this do?"
+
+
 def test_sync_conversations_says_so_when_letta_fails(fake_gateway, agent, user):
     fake_gateway.down = LettaUnavailable("The Letta server cannot be reached.")
     with pytest.raises(CommandError, match=r"cannot be reached.*run the command again"):
