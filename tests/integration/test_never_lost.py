@@ -7,7 +7,11 @@ answers, a model that stalls, and the Letta server restarted in the middle of a 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import sys
+import threading
+import traceback
 
 import pytest
 from channels.db import database_sync_to_async
@@ -54,12 +58,36 @@ async def the_run(conversation) -> Run:
 
 
 async def until(communicator, predicate, page: PageModel | None = None, timeout: float = 30):
+    seen = 0
     while True:
-        frame = await communicator.receive_from(timeout=timeout)
+        try:
+            frame = await communicator.receive_from(timeout=timeout)
+        except TimeoutError:
+            # Where everything in this process waited: once in CI no frame came for 30 s while
+            # Letta had ended the reply, and nothing said where the relay was.
+            raise AssertionError(
+                f"no frame for {timeout:.0f} s after {seen} frame(s); the tasks then:\n"
+                + tasks_waiting()
+            ) from None
+        seen += 1
         if page is not None:
             page.apply(frame)
         if predicate(frame):
             return frame
+
+
+def tasks_waiting() -> str:
+    """The stacks of this process's other asyncio tasks and of its threads (the database's)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=6, file=out)
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        if ident != threading.get_ident():
+            out.write(f"Thread {names.get(ident, ident)}:\n")
+            out.write("".join(traceback.format_stack(frame, limit=6)))
+    return out.getvalue()
 
 
 def token(frame: str) -> bool:
