@@ -240,14 +240,21 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _tail(path: Path, n: int = 40, start: int = 0) -> str:
+def _read_log(path: Path, start: int = 0) -> str | None:
+    """A log's text from byte ``start`` on (None: no such log)."""
     try:
         with open(path, "rb") as f:
             f.seek(start)
-            lines = f.read().decode("utf-8", "replace").splitlines()
+            return f.read().decode("utf-8", "replace")
     except OSError:
+        return None
+
+
+def _tail(path: Path, n: int = 40, start: int = 0) -> str:
+    text = _read_log(path, start)
+    if text is None:
         return "(no log)"
-    return "\n".join(lines[-n:])
+    return "\n".join(text.splitlines()[-n:])
 
 
 # A line that begins a record in Letta's log (Letta's loggers, uvicorn's, asyncio's, httpx's), as
@@ -258,21 +265,13 @@ _SITE_PACKAGES = re.compile(r'File "[^"]*/site-packages/')
 
 def letta_log_size(cfg: Config | None = None) -> int | None:
     """How long the Letta server's log is now (None: no log, as with a server of another's)."""
-    try:
-        return ((cfg or config()).logs / "letta.log").stat().st_size
-    except OSError:
-        return None
+    return _log_size(cfg or config(), "letta")
 
 
 def letta_errors_since(offset: int, cfg: Config | None = None) -> list[str]:
     """The errors Letta logged after ``offset`` in its log (see ``errors_in_log``)."""
-    try:
-        with open((cfg or config()).logs / "letta.log", "rb") as f:
-            f.seek(offset)
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return errors_in_log(text)
+    text = _read_log((cfg or config()).logs / "letta.log", offset)
+    return [] if text is None else errors_in_log(text)
 
 
 def errors_in_log(text: str) -> list[str]:
@@ -373,11 +372,15 @@ def _spawn(cfg: Config, name: str, argv: list[str], env: dict, cwd: Path) -> sub
     return proc
 
 
-def _log_offset(cfg: Config, name: str) -> int:
+def _log_size(cfg: Config, name: str) -> int | None:
     try:
         return (cfg.logs / f"{name}.log").stat().st_size
     except OSError:
-        return 0
+        return None
+
+
+def _log_offset(cfg: Config, name: str) -> int:
+    return _log_size(cfg, name) or 0
 
 
 def _kill(pid: int, timeout: float = 20.0) -> None:
