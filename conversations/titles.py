@@ -23,15 +23,13 @@ def plain_text(text: str) -> str:
     """The words of markdown ``text`` without its markup, on one line."""
     words: list[str] = []
     for block in _markdown().parse(text):
-        if block.type == "fence" or block.type == "code_block":
+        if block.type in ("fence", "code_block"):
             words.append(block.content)
         for token in block.children or ():
-            if token.type in ("text", "code_inline", "html_inline"):
+            if token.type in ("text", "code_inline", "image"):  # an image's content: its alt text
                 words.append(token.content)
             elif token.type in ("softbreak", "hardbreak"):
                 words.append(" ")
-            elif token.type == "image":
-                words.append(token.content)
         words.append(" ")
     return " ".join("".join(words).split())
 
