@@ -105,10 +105,14 @@ async def test_a_reply_streams_token_by_token_and_is_stored_once_per_message(
     assert fake_gateway.sent[0]["otid"] == stored[0].otid
 
 
-async def test_the_first_message_titles_the_conversation(conversation, user, fake_gateway):
+@pytest.mark.parametrize(
+    "text",
+    ["Plan a trip to Lisbon", "Plan a **trip** to `Lisbon`"],  # markdown: titled in plain words
+)
+async def test_the_first_message_titles_the_conversation(text, conversation, user, fake_gateway):
     fake_gateway.enqueue_text("ok")
     communicator, _, _ = await open_socket(conversation.letta_id, user=user)
-    await send_message(communicator, "Plan a trip to Lisbon")
+    await send_message(communicator, text)
     frames = await frames_until_idle(communicator)
     await communicator.disconnect()
     assert any('id="thread-title"' in f and "Plan a trip to Lisbon" in f for f in frames)
@@ -116,20 +120,7 @@ async def test_the_first_message_titles_the_conversation(conversation, user, fak
     assert 'aria-current="page"' in item, "the sidebar still marks the open conversation"
     await database_sync_to_async(conversation.refresh_from_db)()
     assert conversation.summary == "Plan a trip to Lisbon"
-
-
-async def test_a_first_message_in_markdown_titles_the_conversation_in_plain_words(
-    conversation, user, fake_gateway
-):
-    fake_gateway.enqueue_text("ok")
-    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
-    await send_message(communicator, "Plan a **trip** to `Lisbon`")
-    frames = await frames_until_idle(communicator)
-    await communicator.disconnect()
-    assert any('id="thread-title"' in f and "Plan a trip to Lisbon" in f for f in frames)
-    await database_sync_to_async(conversation.refresh_from_db)()
-    assert conversation.summary == "Plan a trip to Lisbon"
-    assert fake_gateway.sent[0]["text"] == "Plan a **trip** to `Lisbon`", "sent as written"
+    assert fake_gateway.sent[0]["text"] == text, "sent as written"
 
 
 @pytest.mark.parametrize(
