@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import cache, lru_cache
 
@@ -150,10 +151,24 @@ def _closed_for_now(text: str) -> str:
     return closed
 
 
+# A block of plain words: it starts with a letter, has no line break and no character markdown
+# gives a meaning to (nor one the HTML escapes). It renders as itself in a paragraph, so it is
+# shown so without the renderer, which the block being written otherwise goes through again with
+# every piece: a quarter of daphne's work relaying 160-token replies (bench/RESULTS.md).
+_NOT_PLAIN = re.compile(r"[^\w ,.;:?!'()/%=+-]")  # and "_", a word character
+
+
+def _render_open(block: str) -> SafeString:
+    closed = _closed_for_now(block)
+    if closed[:1].isalpha() and "_" not in closed and not _NOT_PLAIN.search(closed):
+        return mark_safe(f"<p>{closed}</p>\n")  # noqa: S308 - letters, digits, plain punctuation
+    return _render(closed)
+
+
 def render_streaming(text: str, start: int = 0) -> tuple[SafeString, SafeString]:
     """``text`` being written, from its finished block at ``start``: (the finished blocks after
     ``start``, rendered; the block being written, rendered)."""
     cut = max(start, streaming_cut(text))
     # Not kept (``render_markdown``): each is seen once.
     done = _render(text[start:cut]) if cut > start else SafeString()
-    return done, _render(_closed_for_now(text[cut:]))
+    return done, _render_open(text[cut:])

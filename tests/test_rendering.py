@@ -3,8 +3,10 @@
 import re
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from chat import fragments
+from chat import fragments, rendering
 from chat.rendering import render_markdown, render_streaming, streaming_cut
 from tests.html_safety import assert_inert, inert_problems
 
@@ -93,6 +95,41 @@ def test_the_pieces_of_a_reply_build_the_reply_formatted():
         done += re.findall(r'beforeend:#stream-s-done">(.*?)</div>', html, re.S)
         [being_written] = re.findall(r'innerHTML:#stream-s-open">(.*?)</div>', html, re.S)
     assert "".join(done) + being_written == render_markdown(text)
+
+
+# Blocks a reply may be writing: mostly plain words (letters of several scripts, digits, spaces,
+# plain punctuation) with now and then a character markdown or HTML gives a meaning to.
+_LETTERS = "aZé\u03bb\u4e2d"
+_PLAIN = _LETTERS + "09 ,.;:?!'()/%=+-"
+_MEANINGFUL = '\t\n_*`#>[]<&"~|\\\u00a0\u00b2'
+_BLOCKS = st.one_of(
+    st.text(st.sampled_from(_PLAIN + _MEANINGFUL), max_size=40),
+    st.tuples(
+        st.sampled_from(_LETTERS),
+        st.text(st.sampled_from(_PLAIN), max_size=20),
+        st.sampled_from(["", *_MEANINGFUL]),
+        st.text(st.sampled_from(_PLAIN), max_size=20),
+    ).map("".join),
+)
+
+
+@given(_BLOCKS)
+@example("Plain words, 42 of them: (really) 100% = yes!")
+@example("t=1733331234.123456 t=1733331234.173456 ")
+@example("1. a list")
+@example("a_b and *c*")
+def test_a_block_being_written_shows_as_the_renderer_draws_it(block):
+    # Plain blocks skip the renderer: whatever the block, what shows is the renderer's own HTML.
+    assert rendering._render_open(block) == rendering._render(rendering._closed_for_now(block))
+
+
+@pytest.mark.parametrize("char", list(_MEANINGFUL + "!?'()=+-%"))
+def test_a_block_with_any_one_character_shows_as_the_renderer_draws_it(char):
+    for block in (
+        f"a{char}b", f"Word {char}", f"a {char}{char} b{char}", f"a {char}b{char} c",
+        f"a {char}{char}b{char}{char} c", f"a [{char}](b) c",
+    ):  # fmt: skip
+        test_a_block_being_written_shows_as_the_renderer_draws_it.hypothesis.inner_test(block)
 
 
 def test_a_stored_messages_html_is_kept_but_not_a_long_ones_or_a_drafts():
