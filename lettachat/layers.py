@@ -13,16 +13,22 @@ Channels' ``InMemoryChannelLayer`` sweeps for expired messages and group members
 send, receive and group send, walking every channel and every group member of the process. With a
 token relayed to each of a few hundred open sockets, those sweeps became the largest single cost
 of the process (bench/RESULTS.md). Expiry is a matter of seconds (a message lives 60 s, a group
-membership a day), so sweeping at most once a second changes nothing a client can see.
+membership a day), so sweeping at most once a second changes nothing a client can see. Its
+group send starts a task for every member and gathers them with ``as_completed``, and its send
+builds a queue for every message whether the channel has one or not, which a token paid for too;
+a send here never waits (a full channel is refused at once), so the members are sent to in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from copy import deepcopy
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
@@ -44,6 +50,26 @@ class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]  # chan
             return
         self._swept_at = now
         super()._clean_expired()
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            queue.put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            with contextlib.suppress(ChannelFull):
+                await self.send(channel, message)
 
 
 def fragments_layer() -> Any:
