@@ -450,7 +450,10 @@ class ReplyRelay:
         if self._held is not None:
             item, self._held = self._held, None
             return item
-        return await asyncio.wait_for(self._queue.get(), timeout=timeout)
+        if not self._queue.empty():
+            return self._queue.get_nowait()  # no timer, no task: most events, under load
+        async with asyncio.timeout(timeout):  # unlike wait_for, no task wrapping the get
+            return await self._queue.get()
 
     def _merge_queued(self, delta: ContentDelta | ToolCallDelta) -> ContentDelta | ToolCallDelta:
         """The delta, with the pieces of the same message already queued behind it appended.
