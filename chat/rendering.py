@@ -167,8 +167,9 @@ def _render_open(block: str) -> SafeString:
 
 def render_streaming(text: str, start: int = 0) -> tuple[SafeString, SafeString]:
     """``text`` being written, from its finished block at ``start``: (the finished blocks after
-    ``start``, rendered; the block being written, rendered)."""
-    cut = max(start, streaming_cut(text))
+    ``start``, rendered; the block being written, rendered). ``start`` is a cut of the text
+    before (``streaming_cut`` of a prefix), so the blocks before it are not read again."""
+    cut = start + streaming_cut(text[start:])
     # Not kept (``render_markdown``): each is seen once.
     done = _render(text[start:cut]) if cut > start else SafeString()
     return done, _render_open(text[cut:])

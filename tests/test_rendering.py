@@ -77,6 +77,13 @@ def test_a_reply_being_written_is_cut_after_its_finished_blocks():
     assert text[: streaming_cut(text)] == "Look:\n\n"
 
 
+@given(st.text(st.sampled_from(list("ab \n`~-1.>*")), max_size=60), st.integers(0, 60))
+def test_the_cut_found_after_the_last_one_is_the_cut_found_from_the_start(text, end):
+    # render_streaming looks for the next cut after the one the text before had (start).
+    start = streaming_cut(text[:end])
+    assert start + streaming_cut(text[start:]) == max(start, streaming_cut(text))
+
+
 def test_what_a_reply_has_opened_shows_closed_while_it_is_written():
     assert render_streaming("Hello **wor") == ("", "<p>Hello <strong>wor</strong></p>\n")
     assert render_streaming("Use `pri") == ("", "<p>Use <code>pri</code></p>\n")
