@@ -2,7 +2,8 @@
 
 A conversation's page fragments (a token is one) go to its sockets in every process through
 ``fragments_layer()``: with Redis, a pub/sub layer of their own (settings.FRAGMENTS_LAYER), one
-PUBLISH per fragment that Redis pushes to each process. A fragment lost there (Redis restarting)
+PUBLISH per fragment that Redis pushes to each process (the PUBLISHes of all replies sent in
+pipelines, rather than one round trip after another). A fragment lost there (Redis restarting)
 is not a reply lost: the reply is stored, and a page that reconnects catches up from a snapshot.
 Everything that must arrive stays on the default layer, whose messages wait in Redis. In one
 process (no Redis) both are the same in-memory layer.
@@ -31,7 +32,11 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels.layers import get_channel_layer
-from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
 from channels_redis.utils import _wrap_close
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -102,6 +107,8 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._leaving: set[asyncio.Task[None]] = set()  # unsubscribes under way
+        made: list[Any] = self._shards  # type: ignore[has-type]  # channels_redis is untyped
+        self._shards = [_Shard(shard.host, self) for shard in made]  # the same hosts, batched
 
     async def receive(self, channel: str) -> Any:
         if channel not in self.channels:
@@ -122,3 +129,72 @@ class _PubSubLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
             await self._get_shard(channel).unsubscribe(channel)
         except (RedisError, OSError, RuntimeError) as exc:  # Redis gone, or the loop closing
             logger.info("could not unsubscribe %s: %s", channel, exc)
+
+
+_Outgoing = tuple[str, bytes, "asyncio.Future[None]"]  # a PUBLISH: channel, message, its answer
+
+
+class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
+    """A Redis host of the pub/sub layer, whose PUBLISHes do not wait for each other.
+
+    channels_redis sends one PUBLISH at a time to a host, holding the host's lock until Redis has
+    answered: every fragment of every reply in the process waited for the one before it to make a
+    round trip, so a process relayed at most one fragment per round trip over Redis, however idle
+    its CPU (bench/RESULTS.md). Here the PUBLISHes asked for while a batch is on its way go out
+    together as the next one, in one pipeline on one connection, in the order they were asked for
+    (a conversation's fragments stay in order); each caller still waits until Redis has taken its
+    own, and gets the error if it could not.
+    """
+
+    def __init__(self, host: dict[str, Any], channel_layer: Any) -> None:
+        super().__init__(host, channel_layer)
+        self._outbox: list[_Outgoing] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        taken = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, taken))
+        if self._sending is None:
+            self._sending = asyncio.ensure_future(self._send_outbox())
+        await taken
+
+    async def _send_outbox(self) -> None:
+        batch: list[_Outgoing] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                self._ensure_redis()
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipeline:
+                        for channel, message, _ in batch:
+                            pipeline.publish(channel, message)
+                        await pipeline.execute()
+                except Exception as exc:  # noqa: BLE001 - each caller gets it, as it would alone
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+        except BaseException as exc:  # cancelled (the loop closing, a flush): nobody waits for ever
+            _settle(batch + self._outbox, exc)
+            self._outbox = []
+            raise
+        finally:
+            self._sending = None
+
+    async def flush(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sending
+        await super().flush()
+
+
+def _settle(batch: list[_Outgoing], error: BaseException | None) -> None:
+    for *_, taken in batch:
+        if taken.done():
+            continue  # its caller stopped waiting (cancelled); the PUBLISH went out all the same
+        if error is None:
+            taken.set_result(None)
+        elif isinstance(error, Exception):
+            taken.set_exception(error)
+        else:
+            taken.cancel()

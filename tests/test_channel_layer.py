@@ -129,3 +129,55 @@ async def test_a_socket_that_leaves_as_the_process_stops_unsubscribes_without_an
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert channel not in loop_layer.channels
     assert channel not in shard._subscribed_to
+
+
+async def test_replies_sending_at_once_share_their_round_trips_to_redis(
+    redis_layer, fragments_over_pubsub, monkeypatch
+):
+    """channels_redis sends one PUBLISH at a time and waits for Redis's answer before the next,
+    whichever reply it is for: a process relayed at most a fragment per round trip. Here what is
+    asked for meanwhile goes out together; each reply's fragments still arrive in order."""
+    from redis.asyncio.connection import AbstractConnection
+
+    from lettachat.layers import fragments_layer
+
+    layer = fragments_layer()
+    replies, fragments = 10, 10
+    channels = [await layer.new_channel() for _ in range(replies)]
+    for reply, channel in enumerate(channels):
+        await layer.group_add(f"conversation.batch{reply}", channel)
+    writes = 0
+    write = AbstractConnection.send_packed_command
+
+    async def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        chunks = [command] if isinstance(command, bytes | str) else command
+        writes += any(b"PUBLISH" in bytes(chunk) for chunk in chunks)
+        return await write(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+
+    async def relay(reply: int) -> None:
+        for n in range(fragments):  # as a relay does: one fragment after the other
+            await layer.group_send(f"conversation.batch{reply}", {"type": "t", "n": n})
+
+    await asyncio.gather(*(relay(reply) for reply in range(replies)))
+    for channel in channels:
+        got = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(fragments)]
+        assert got == list(range(fragments))
+    assert 0 < writes <= replies * fragments // 4  # about one write per round of the replies
+
+
+async def test_fragments_that_cannot_reach_redis_fail_for_each_sender_without_hanging(
+    fragments_over_pubsub,
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from lettachat.layers import PubSubChannelLayer
+
+    nowhere = PubSubChannelLayer(hosts=["redis://127.0.0.1:9"])  # the discard port: refused
+    for _ in range(2):  # and again: nothing of the first failure is left waiting
+        sends = [nowhere.group_send(f"conversation.down{n}", {"type": "t"}) for n in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 10)
+        assert all(isinstance(result, RedisConnectionError) for result in results), results
+    await asyncio.wait_for(nowhere.flush(), 5)
