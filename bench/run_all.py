@@ -244,7 +244,7 @@ def summary() -> str:
         )
     for name, (_, _, _, row) in SOAKS.items():
         if soak := raw.get(name):
-            rows.append((row, " ".join(soak["output"])[:260], c.verdict(soak["ok"])))
+            rows.append((row, _clip(" ".join(soak["output"]), 260), c.verdict(soak["ok"])))
     lines = [
         "## Summary: every target",
         "",
@@ -256,6 +256,14 @@ def summary() -> str:
     ]
     lines += [f"| {t} | {f} | {v} |" for t, f, v in rows]
     return "\n".join(lines)
+
+
+def _clip(text: str, most: int) -> str:
+    """The text, cut after its last whole clause that fits in ``most`` characters."""
+    if len(text) <= most:
+        return text
+    cut = text[: most + 1]  # a clause ending right at the limit still counts as whole
+    return cut[: max(cut.rfind(", "), cut.rfind("; "))]
 
 
 def reorder() -> None:
