@@ -154,47 +154,46 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
     async def publish(self, channel: str, message: bytes) -> None:
         taken = asyncio.get_running_loop().create_future()
         self._outbox.append((channel, message, taken))
-        if self._sending is None:
+        if self._sending is None or self._sending.done():
             self._sending = asyncio.ensure_future(self._send_outbox())
         await taken
 
     async def _send_outbox(self) -> None:
-        batch: list[_Outgoing] = []
-        try:
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
                 self._ensure_redis()
-                try:
-                    async with self._redis.pipeline(transaction=False) as pipeline:
-                        for channel, message, _ in batch:
-                            pipeline.publish(channel, message)
-                        await pipeline.execute()
-                except Exception as exc:  # noqa: BLE001 - each caller gets it, as it would alone
-                    _settle(batch, exc)
-                else:
-                    _settle(batch, None)
-        except BaseException as exc:  # cancelled (the loop closing, a flush): nobody waits for ever
-            _settle(batch + self._outbox, exc)
-            self._outbox = []
-            raise
-        finally:
-            self._sending = None
+                async with self._redis.pipeline(transaction=False) as pipeline:
+                    for channel, message, _ in batch:
+                        pipeline.publish(channel, message)
+                    await pipeline.execute()
+            except Exception as exc:  # noqa: BLE001 - each caller gets it, as it would alone
+                _settle(batch, exc)
+            except BaseException:  # cancelled (a flush, the loop closing): nobody waits for ever
+                _settle(batch, asyncio.CancelledError())
+                raise
+            else:
+                _settle(batch, None)
 
     async def flush(self) -> None:
-        if self._sending is not None:
-            self._sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sending
+        sending = self._sending
+        if sending is not None:
+            sending.cancel()
+            await asyncio.wait({sending})  # its end, without taking a cancel of this task for it
+        # Cancelled before it took them (or before it started): they are not sent.
+        waiting, self._outbox = self._outbox, []
+        _settle(waiting, asyncio.CancelledError())
         await super().flush()
 
 
 def _settle(batch: list[_Outgoing], error: BaseException | None) -> None:
+    """Tell each caller of a batch how its PUBLISH went (a cancel: it may or may not have)."""
     for *_, taken in batch:
         if taken.done():
             continue  # its caller stopped waiting (cancelled); the PUBLISH went out all the same
         if error is None:
             taken.set_result(None)
-        elif isinstance(error, Exception):
-            taken.set_exception(error)
-        else:
+        elif isinstance(error, asyncio.CancelledError):
             taken.cancel()
+        else:
+            taken.set_exception(error)

@@ -151,7 +151,7 @@ async def test_replies_sending_at_once_share_their_round_trips_to_redis(
 
     async def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
         nonlocal writes
-        chunks = [command] if isinstance(command, bytes | str) else command
+        chunks = [command] if isinstance(command, bytes) else command
         writes += any(b"PUBLISH" in bytes(chunk) for chunk in chunks)
         return await write(self, command, check_health)
 
@@ -181,3 +181,25 @@ async def test_fragments_that_cannot_reach_redis_fail_for_each_sender_without_ha
         results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 10)
         assert all(isinstance(result, RedisConnectionError) for result in results), results
     await asyncio.wait_for(nowhere.flush(), 5)
+
+
+async def test_fragments_on_their_way_as_the_layer_closes_end_for_their_senders(
+    redis_layer, fragments_over_pubsub
+):
+    """The layer flushed (its event loop closing) with PUBLISHes under way: no sender waits on."""
+    from lettachat.layers import PubSubChannelLayer
+
+    layer = PubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
+    sends = [
+        asyncio.ensure_future(layer.group_send(f"conversation.closing{n}", {"type": "t"}))
+        for n in range(20)
+    ]
+    await asyncio.sleep(0)  # one turn: all are asked for; what sends them has not started yet
+    await layer.flush()  # directly (no task around it, which would let the sender start first)
+    done, pending = await asyncio.wait(sends, timeout=5)
+    assert not pending
+    assert all(send.cancelled() or send.exception() is None for send in done)
+    try:  # and the layer sends again
+        await asyncio.wait_for(layer.group_send("conversation.closing0", {"type": "t"}), 5)
+    finally:
+        await layer.flush()
