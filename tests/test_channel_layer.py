@@ -53,9 +53,9 @@ async def test_many_replies_sending_at_once_do_not_run_out_of_connections(redis_
 
 def _fragments_layer_of_another_process():
     """A second instance of the fragments layer, as another server process has (own connection)."""
-    from channels_redis.pubsub import RedisPubSubChannelLayer
+    from lettachat.layers import PubSubChannelLayer
 
-    return RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
+    return PubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
 
 
 def test_with_pubsub_fragments_go_over_pub_sub_and_the_rest_over_the_layer_whose_messages_wait(
@@ -187,9 +187,7 @@ async def test_fragments_on_their_way_as_the_layer_closes_end_for_their_senders(
     redis_layer, fragments_over_pubsub
 ):
     """The layer flushed (its event loop closing) with PUBLISHes under way: no sender waits on."""
-    from lettachat.layers import PubSubChannelLayer
-
-    layer = PubSubChannelLayer(**settings.CHANNEL_LAYERS[settings.FRAGMENTS_LAYER]["CONFIG"])
+    layer = _fragments_layer_of_another_process()  # its own, to flush
     sends = [
         asyncio.ensure_future(layer.group_send(f"conversation.closing{n}", {"type": "t"}))
         for n in range(20)
