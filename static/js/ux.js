@@ -136,10 +136,15 @@
 
   // --- Rename: prefilled with the title shown now (it may have changed since the page came) -------
 
+  // Filled once per opening, as it opens: the click (mouse, Enter, Space) fills it at once; the
+  // toggle event comes later, as its own task, and by then the person (or a quick robot) may have
+  // typed the new title, which it must not put back to the old one. An opening without a click
+  // (a script setting .open) is filled by the toggle.
   function prefillRename(details) {
     var input = details.querySelector("#rename-input");
     var title = byId("thread-title");
     if (input && title && !byId("rename-error")) input.value = title.textContent.trim();
+    details.setAttribute("data-prefilled", "");
     return input;
   }
   document.addEventListener("click", function (event) {
@@ -149,8 +154,14 @@
   document.addEventListener("toggle", function (event) {
     var details = event.target;
     if (!(details instanceof HTMLDetailsElement) || !details.classList.contains("thread-rename")) return;
-    if (!details.open) return;
-    focusEl(prefillRename(details), true);
+    if (!details.open) {
+      details.removeAttribute("data-prefilled");
+      return;
+    }
+    var input = details.hasAttribute("data-prefilled")
+      ? details.querySelector("#rename-input") : prefillRename(details);
+    // Already in the box (typing has begun): leave the caret and the text as they are.
+    if (input && document.activeElement !== input) focusEl(input, true);
   }, true);
 
   // --- Escape closes what is open: a popover (rename, download), a drawer ------------------------

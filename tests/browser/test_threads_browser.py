@@ -206,6 +206,40 @@ def test_renaming_a_conversation_retitles_it_here_and_in_letta(
     assert page.errors == []
 
 
+def test_a_title_typed_before_the_rename_box_has_finished_opening_is_the_one_saved(
+    page, live_server_url, letta_conversation
+):
+    # CI once saved the old title: the box was filled on the click, the test typed the new one,
+    # and the details' toggle event (a task of its own, after the click) filled it again.
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{letta_conversation.letta_id}/")
+    title = f"Typed fast {uuid.uuid4().hex[:6]}"
+
+    # The click and the typing in one task, so the toggle event surely comes after both.
+    page.evaluate(
+        """title => new Promise(resolve => {
+            const details = document.querySelector('.thread-rename');
+            details.addEventListener('toggle', () => setTimeout(resolve), { once: true });
+            details.querySelector('summary').click();
+            const box = document.querySelector('#rename-input');
+            box.focus();
+            box.value = title;
+            box.setSelectionRange(title.length, title.length);
+        })""",
+        title,
+    )
+    assert page.input_value("#rename-input") == title
+    assert page.evaluate(
+        "() => { const b = document.activeElement;"
+        " return b.id === 'rename-input' && b.selectionStart === b.value.length; }"
+    ), "the caret stays where the typing left it"
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#thread-title >> text='{title}'")
+    letta_conversation.refresh_from_db()
+    assert letta_conversation.summary == title
+    assert page.errors == []
+
+
 def test_archiving_moves_a_thread_to_the_archived_list_and_back(
     page, live_server_url, alice, letta_agent
 ):
