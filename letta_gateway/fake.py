@@ -108,6 +108,7 @@ class ScriptedGateway:
     # What Letta says of runs (arun_state), and how often it was asked.
     run_states: dict[str, RunState | None] = field(default_factory=dict)
     state_checks: list[str] = field(default_factory=list)
+    state_checked: asyncio.Event = field(default_factory=asyncio.Event)  # set at each check
     run_state_gate: asyncio.Event | None = None  # when set: Letta hangs on it until it is set
 
     # The conversation of each run, as Letta would report it; a run not listed: cannot be told.
@@ -333,6 +334,7 @@ class ScriptedGateway:
         if self.down:
             raise self.down
         self.state_checks.append(run_id)
+        self.state_checked.set()
         if self.run_state_gate is not None:
             await self.run_state_gate.wait()
         return self.run_states.get(run_id, RunState(run_id, "running"))
