@@ -31,8 +31,10 @@ from conversations.events import (
 from conversations.models import Approval, Conversation, Message, Run
 from conversations.relay import (
     UNCONFIRMED,
+    UNREAD,
     Finished,
     ReplyRelay,
+    Unread,
     relay_channel_new,
     request_stop,
 )
@@ -76,13 +78,13 @@ async def message_send(
     channel = await relay_channel_new()
     send = db(services.message_send)
     try:
-        message, run = await send(
+        message, run, cursor = await send(
             conversation=conversation, text=text, otid=otid, relay_channel=channel
         )
     except approvals.ApprovalPendingError as exc:
         if not await _approval_gone(conversation=conversation, approval=exc.approval, also=also):
             raise
-        message, run = await send(
+        message, run, cursor = await send(
             conversation=conversation, text=text, otid=otid, relay_channel=channel
         )
     if run is None:
@@ -96,6 +98,7 @@ async def message_send(
         channel=channel,
         also=also,
         announce=(MessageAdded(message), ConversationActive(conversation, retitled=untitled)),
+        cursor=cursor,
     )
     return Sent(message, started=True)
 
@@ -115,14 +118,20 @@ async def message_retry(
     """
     unconfirmed = message.error == UNCONFIRMED
     try:
-        message, run = await db(services.message_resend)(
+        message, run, cursor = await db(services.message_resend)(
             conversation=conversation, message=message, keep_otid=unconfirmed
         )
     except services.ConversationBusy:
         return False
+    assert run is not None  # a resend always opens a run
     await sinks.emit(conversation, MessageChanged(message), also=also)
     await _relay_start(
-        conversation=conversation, run=run, user_message=message, sender=sender, also=also
+        conversation=conversation,
+        run=run,
+        user_message=message,
+        sender=sender,
+        also=also,
+        cursor=cursor,
     )
     return True
 
@@ -276,6 +285,7 @@ async def _relay_start(
     also: tuple[sinks.Sink, ...] = (),
     approval: Approval | None = None,
     announce: tuple[Event, ...] = (),
+    cursor: str | Unread | None = UNREAD,
 ) -> ReplyRelay:
     async def after(finished: Finished) -> None:
         # An answer that never reached Letta: the request waits for one again.
@@ -307,6 +317,7 @@ async def _relay_start(
         on_finished=after,
         approval=approval,
         announce=announce,
+        cursor=cursor,
     )
     await relay.open(channel)
     relay.start()

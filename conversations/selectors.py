@@ -86,14 +86,16 @@ def conversation_get(
     return found[0] if reachable else None
 
 
+def messages_confirmed(conversation: Conversation) -> QuerySet[Message]:
+    """The conversation's messages Letta has confirmed (they have its id), newest first."""
+    return Message.objects.filter(conversation=conversation, letta_id__isnull=False).order_by(
+        "-created_at", "-id"
+    )
+
+
 def message_last_letta_id(*, conversation: Conversation) -> str | None:
     """The newest message Letta has confirmed: the cursor to read what came after it."""
-    return (
-        Message.objects.filter(conversation=conversation, letta_id__isnull=False)
-        .order_by("-created_at", "-id")
-        .values_list("letta_id", flat=True)
-        .first()
-    )
+    return messages_confirmed(conversation).values_list("letta_id", flat=True).first()
 
 
 def message_list_after(

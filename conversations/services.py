@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
@@ -15,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
-from conversations import approvals, otids, personal_data, quotas, titles
+from conversations import approvals, otids, personal_data, quotas, selectors, titles
 from conversations.models import Agent, Approval, Conversation, Message, Run
 from letta_gateway import AgentConfig, Gateway, LettaError, LettaNotFound, MessageInfo
 
@@ -240,6 +241,16 @@ def agent_reapply_template(*, gateway: Gateway, template: Agent) -> ReapplyRepor
     return ReapplyReport(updated, failed, refreshed)
 
 
+class Recorded(NamedTuple):
+    """A message recorded to be sent, and the run that sends it (None: it was sent before)."""
+
+    message: Message
+    run: Run | None
+    # The newest message Letta had confirmed before it: where the reply's relay reads Letta's
+    # copy from once the reply is over (``selectors.message_last_letta_id``).
+    cursor: str | None
+
+
 class ConversationBusy(Exception):
     """The conversation's agent is still answering: a new message must wait."""
 
@@ -255,21 +266,28 @@ class ConversationReadOnly(Exception):
         )
 
 
-def _ensure_sendable(conversation: Conversation) -> None:
+def _ensure_sendable(conversation: Conversation) -> str | None:
     """``_ensure_writable``, and raise ``ApprovalPendingError`` while the agent waits for an
-    answer to an approval request (Letta takes nothing else until then): in one query."""
+    answer to an approval request (Letta takes nothing else until then): in one query, which
+    also reads the reply's cursor (returned: ``selectors.message_last_letta_id``), so that the
+    relay need not make a trip of its own to the database for it."""
     waiting = Approval.objects.filter(
         conversation=conversation, status=Approval.Status.PENDING
     ).values("pk")[:1]
     agent = (
         Agent.objects.only("sharing", "template_id")
-        .annotate(waiting=Subquery(waiting))
+        .annotate(
+            waiting=Subquery(waiting),
+            cursor=Subquery(selectors.messages_confirmed(conversation).values("letta_id")[:1]),
+        )
         .get(pk=conversation.agent_id)
     )
     if agent.is_template:
         raise ConversationReadOnly
     if agent.waiting is not None:
         raise approvals.ApprovalPendingError(approvals.approval_get(pk=agent.waiting))
+    cursor: str | None = agent.cursor
+    return cursor
 
 
 def _ensure_writable(conversation: Conversation) -> None:
@@ -281,7 +299,7 @@ def _ensure_writable(conversation: Conversation) -> None:
 
 def message_send(
     *, conversation: Conversation, text: str, otid: str, relay_channel: str = ""
-) -> tuple[Message, Run | None]:
+) -> Recorded:
     """Record what the person sent and open a run for it; the first message titles the thread.
 
     ``relay_channel``: the channel of the relay that will follow the run, recorded with it.
@@ -292,11 +310,11 @@ def message_send(
     otid, existing = otids.message_for_send(conversation=conversation, otid=otid)
     if existing is not None:
         if existing.content == text:
-            return existing, None
+            return Recorded(existing, None, None)
         # The same id with other words: edited before the first send was acknowledged. A new
         # message, never a silent drop (it waits its turn like any other).
         otid = str(uuid.uuid4())
-    _ensure_sendable(conversation)
+    cursor = _ensure_sendable(conversation)
     now = timezone.now()
     fields: dict[str, object] = {"last_message_at": now}
     if not conversation.summary:
@@ -320,21 +338,25 @@ def message_send(
         if Run.objects.filter(conversation=conversation, status=Run.Status.RUNNING).exists():
             raise ConversationBusy from exc
         # The same otid, sent twice at once: the other send recorded it.
-        return Message.objects.get(
-            conversation=conversation, message_type=Message.Type.USER, otid=otid
-        ), None
+        return Recorded(
+            Message.objects.get(
+                conversation=conversation, message_type=Message.Type.USER, otid=otid
+            ),
+            None,
+            None,
+        )
     for name, value in fields.items():
         setattr(conversation, name, value)
-    return message, run
+    return Recorded(message, run, cursor)
 
 
 def message_resend(
     *, conversation: Conversation, message: Message, keep_otid: bool = False
-) -> tuple[Message, Run]:
+) -> Recorded:
     """Send a message that failed again: a new turn, with a new otid so Letta does not replay
     the failed one; or, with ``keep_otid`` (its fate was unknown), the same otid, so that if
     Letta has it after all it re-attaches to that turn instead of starting a second one."""
-    _ensure_sendable(conversation)
+    cursor = _ensure_sendable(conversation)
     with transaction.atomic():
         quotas.reply_start_check(conversation=conversation)
         try:
@@ -346,7 +368,7 @@ def message_resend(
             message.otid = str(uuid.uuid4())
         message.error = ""
         message.save(update_fields=["otid", "error"])
-    return message, run
+    return Recorded(message, run, cursor)
 
 
 def run_set_relay(*, run: Run, channel: str) -> None:

@@ -353,3 +353,51 @@ async def test_reconcile_fills_in_lettas_id_for_the_user_message(
         ("user", "message-u", "run-1"),
         ("assistant", "message-a", "run-1"),
     ]
+
+
+@pytest.mark.parametrize("how", ["send", "retry"])
+async def test_a_reply_reads_lettas_copy_after_the_newest_confirmed_message_known_at_its_send(
+    conversation, user, fake_gateway, monkeypatch, how
+):
+    """The cursor is read in the send's own trip to the database (one trip fewer before a
+    reply's first token): the relay makes none of its own for it."""
+    from conversations import selectors
+    from conversations.models import Message
+
+    def add(**fields):
+        return Message.objects.create(conversation=conversation, **fields)
+
+    before = datetime(2026, 1, 1, tzinfo=UTC)
+    await database_sync_to_async(add)(
+        letta_id="message-old", message_type="assistant", content="earlier", created_at=before
+    )
+    await database_sync_to_async(add)(  # newer, but Letta never confirmed it: not a cursor
+        message_type="error", content="a note", created_at=before.replace(hour=1)
+    )
+    if how == "retry":
+        failed = await database_sync_to_async(add)(
+            message_type="user", content="again", otid="o-1", error="Not sent.",
+            created_at=before.replace(hour=2),
+        )  # fmt: skip
+    afters = []
+
+    async def lettas_stored_copy(**kwargs):
+        afters.append(kwargs.get("after"))
+        return []
+
+    def no_trip_of_its_own(**kwargs):
+        raise AssertionError("the relay read its cursor in a trip of its own")
+
+    monkeypatch.setattr(fake_gateway, "alist_messages", lettas_stored_copy)
+    monkeypatch.setattr(selectors, "message_last_letta_id", no_trip_of_its_own)
+    fake_gateway.enqueue_text("ok")
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    if how == "send":
+        await send_message(communicator, "hello")
+    else:
+        await communicator.send_to(text_data=json.dumps({"type": "retry", "message": failed.pk}))
+    frames = await frames_until_idle(communicator)
+    await communicator.disconnect()
+    assert afters == ["message-old"]
+    assert not any("lettachat failed" in f for f in frames)
+

@@ -11,8 +11,10 @@ from conversations.relay.loop import (
     STOP_REASONS,
     STOPPED_NOTE,
     UNCONFIRMED,
+    UNREAD,
     Finished,
     ReplyRelay,
+    Unread,
 )
 from conversations.relay.registry import running_here
 
@@ -24,8 +26,10 @@ __all__ = [
     "STOPPED_NOTE",
     "STOP_REASONS",
     "UNCONFIRMED",
+    "UNREAD",
     "Finished",
     "ReplyRelay",
+    "Unread",
     "relay_channel_new",
     "request_snapshot",
     "request_stop",

@@ -33,6 +33,7 @@ The relay reports how the reply ended (``on_finished``); what follows (a retry) 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -120,6 +121,15 @@ UNCONFIRMED = (
 )
 
 
+class Unread(enum.Enum):
+    """A relay's cursor its starter did not read (``ReplyRelay(cursor=...)``): it reads it."""
+
+    CURSOR = "unread"
+
+
+UNREAD = Unread.CURSOR
+
+
 def gave_up_note() -> str:
     minutes = settings.LETTACHAT_GIVE_UP_SECONDS / 60
     return (
@@ -203,6 +213,7 @@ class ReplyRelay:
         on_finished: Callable[[Finished], Awaitable[None]] | None = None,
         approval: Approval | None = None,
         announce: tuple[Event, ...] = (),
+        cursor: str | Unread | None = UNREAD,
     ) -> None:
         self.conversation = conversation
         self.pk = conversation.pk
@@ -255,7 +266,10 @@ class ReplyRelay:
         # Stop was pressed before this relay started (a relay taking a stopped run over).
         self.stop_requested = run.stop_requested_at is not None
         self.task: asyncio.Task[None] | None = None
-        self.cursor: str | None = None
+        # Where Letta's copy is read from once the reply is over: the newest message it had
+        # confirmed before this reply. Read with the send where there is one (no trip of its own).
+        self.cursor_read = not isinstance(cursor, Unread)
+        self.cursor: str | None = None if isinstance(cursor, Unread) else cursor
         self.agent_name = ""
         self.agent_letta_id = ""
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
@@ -289,7 +303,10 @@ class ReplyRelay:
         try:
             for event in self.announce:
                 await sinks.emit(self.conversation, event, also=self.sinks)
-            self.cursor = await db(selectors.message_last_letta_id)(conversation=self.conversation)
+            if not self.cursor_read:
+                self.cursor = await db(selectors.message_last_letta_id)(
+                    conversation=self.conversation
+                )
             if self.resume:
                 await self._emit(Resync())  # a relay that takes over: pages catch up from it
             if not self.stop_requested:
