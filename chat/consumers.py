@@ -378,11 +378,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # cha
     async def dispatch(self, message: dict[str, Any]) -> None:
         # The relay's fragments touch no database: deliver them without the hop to a database
         # thread (``aclose_old_connections``) that channels makes before every event. A token
-        # is such an event, so under load that hop was most of the cost of relaying it.
+        # is such an event, so under load that hop was most of the cost of relaying it. Nor
+        # does a frame from the page need it: whatever it reads or writes goes through
+        # ``lettachat.aio.db``, whose threads close their own connections; the hop (to asgiref's
+        # one shared thread) only delayed every message on its way to Letta.
         if message["type"] == websink.EVENT_TYPE:
             await self.conversation_html(message)
         elif message["type"] == websink.SNAPSHOT_TYPE:
             await self.conversation_snapshot(message)
+        elif message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
         else:
             await super().dispatch(message)
 

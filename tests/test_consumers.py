@@ -401,3 +401,28 @@ async def test_a_reply_reads_lettas_copy_after_the_newest_confirmed_message_know
     assert afters == ["message-old"]
     assert not any("lettachat failed" in f for f in frames)
 
+
+async def test_a_frame_from_the_page_is_handled_without_channels_hop_to_its_shared_thread(
+    conversation, user, fake_gateway, monkeypatch
+):
+    """channels closes old connections on asgiref's one shared thread before every message a
+    consumer handles; the socket's frames use none of that thread's connections, so the hop
+    (queued behind every other socket's) is not made for them."""
+    import channels.consumer
+
+    hops = []
+    original = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append(1)
+        await original()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    fake_gateway.enqueue_text("ok")
+    communicator, _, _ = await open_socket(conversation.letta_id, user=user)
+    opened = len(hops)
+    await send_message(communicator, "hello")
+    await frames_until_idle(communicator)
+    assert len(hops) == opened
+    await communicator.disconnect()
+    assert [m.content for m in await messages_of(conversation)] == ["hello", "ok"]
