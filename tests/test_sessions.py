@@ -10,6 +10,7 @@ servers re-check sessions only once an hour here, unless a test says otherwise, 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.utils import timezone
+from websockets.exceptions import ConnectionClosed
 
 from chat.sessions import CLOSE_SIGNED_OUT
 from conversations.models import Message
@@ -155,8 +157,19 @@ async def test_an_expired_session_closes_its_socket_at_the_next_check(
     await client.aclose()
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"message": "are you still listening?", "HEADERS": {}}',
+        # Refused however it would have been answered: the socket closes, no "Type a message
+        # first." answers it.
+        '{"message": "   ", "HEADERS": {}}',
+        '{"type": "stop"}',
+    ],
+    ids=["message", "empty-message", "stop"],
+)
 async def test_a_frame_on_a_socket_whose_session_is_gone_is_refused_and_nothing_is_sent(
-    start_server, make_user, make_conversation
+    start_server, make_user, make_conversation, frame
 ):
     server = start_server()  # re-checks only hourly: the frame itself must be checked
     alice = await database_sync_to_async(make_user)("alice", PASSWORD)
@@ -169,8 +182,14 @@ async def test_a_frame_on_a_socket_whose_session_is_gone_is_refused_and_nothing_
     await database_sync_to_async(
         lambda: Session.objects.filter(session_key=client.cookies["sessionid"]).delete()
     )()
-    await socket.send('{"message": "are you still listening?", "HEADERS": {}}')
+    await socket.send(frame)
 
-    assert await close_code(socket) == CLOSE_SIGNED_OUT
+    answers = []
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(10):
+            while True:
+                answers.append(await socket.recv())
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_SIGNED_OUT
+    assert answers == [], "the frame was answered"
     assert not await database_sync_to_async(Message.objects.exists)()
     await client.aclose()
