@@ -26,7 +26,11 @@ With ``BENCH_TRACE=<file>`` it appends one JSON line per event to the file:
   thread (``queue``), how long it ran there (``run``) and how long the event loop took to resume
   the caller after it (``back``), in ms;
 - a message frame arriving on a socket (``receive``) and the relay sending it to Letta
-  (``letta_send``), with the conversation, so the way in between can be timed.
+  (``letta_send``), with the conversation, so the way in between can be timed; the frame as
+  the consumer's dispatch gets it (``frame``: before channels' hop to its database thread);
+  and the steps
+  on that way (``step``: the session checked, the message stored and the relay opening, the
+  relay open), each when it is done.
 
 Used by ``relay_overhead.py --trace`` to explain where the time before the first token goes.
 """
@@ -103,6 +107,57 @@ def install(path: str) -> None:
         return await original_receive(self, text_data, bytes_data)
 
     consumers.ConversationConsumer.receive = traced_receive  # type: ignore[method-assign]
+
+    original_dispatch = consumers.ConversationConsumer.dispatch
+
+    async def traced_dispatch(self, message):  # type: ignore[no-untyped-def]
+        text = message.get("text") or ""
+        if message["type"] == "websocket.receive" and '"message"' in text and '"type"' not in text:
+            write(kind="frame", conversation=self.conversation.letta_id, at=time.time())
+        return await original_dispatch(self, message)
+
+    consumers.ConversationConsumer.dispatch = traced_dispatch  # type: ignore[method-assign]
+
+    # The steps between the two, each when it is done (the summary times them from the receive).
+    from chat import sessions
+    from conversations.relay.loop import ReplyRelay
+
+    original_check = sessions.still_signed_in
+
+    async def traced_check(consumer):  # type: ignore[no-untyped-def]
+        try:
+            return await original_check(consumer)
+        finally:
+            conversation = getattr(consumer, "conversation", None)
+            if conversation is not None:
+                write(kind="step", name="session checked", conversation=conversation.letta_id,
+                      at=time.time())  # fmt: skip
+
+    sessions.still_signed_in = traced_check
+
+    original_open = ReplyRelay.open
+
+    async def traced_open(self, channel=""):  # type: ignore[no-untyped-def]
+        write(kind="step", name="stored", conversation=self.conversation.letta_id, at=time.time())
+        await original_open(self, channel)
+        write(kind="step", name="relay open", conversation=self.conversation.letta_id,
+              at=time.time())  # fmt: skip
+
+    ReplyRelay.open = traced_open  # type: ignore[method-assign]
+
+    # The garbage collector's pauses (every thread stops while it runs).
+    import gc
+
+    started: dict[str, float] = {}
+
+    def collected(phase: str, info: dict) -> None:  # type: ignore[type-arg]
+        if phase == "start":
+            started["at"] = time.perf_counter()
+        elif "at" in started:
+            pause = (time.perf_counter() - started.pop("at")) * 1000
+            write(kind="gc", generation=info["generation"], ms=pause)
+
+    gc.callbacks.append(collected)
 
     original_send = LettaGateway.astream_reply
 

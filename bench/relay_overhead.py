@@ -448,18 +448,38 @@ def trace_summary(path: Path) -> str:
     db: dict[str, list[dict]] = {}
     received: dict[str, list[float]] = {}
     to_letta: list[float] = []
+    steps: dict[str, list[float]] = {}  # each step's time since the frame's arrival (ms)
+    framed: dict[str, list[float]] = {}
+    pauses: dict[int, list[float]] = {}  # the garbage collector's, by generation (ms)
     for line in path.read_text().splitlines():
         event = json.loads(line)
         if event["kind"] == "db":
             db.setdefault(event["name"], []).append(event)
         elif event["kind"] == "receive":
             received.setdefault(event["conversation"], []).append(event["at"])
+            if framed.get(event["conversation"]):
+                frame_at = framed[event["conversation"]].pop(0)
+                steps.setdefault("(channels' dispatch before it)", []).append(
+                    (event["at"] - frame_at) * 1000
+                )
+        elif event["kind"] == "gc":
+            pauses.setdefault(event["generation"], []).append(event["ms"])
+        elif event["kind"] == "frame":
+            framed.setdefault(event["conversation"], []).append(event["at"])
+        elif event["kind"] == "step" and received.get(event["conversation"]):
+            since = (event["at"] - received[event["conversation"]][0]) * 1000
+            steps.setdefault(event["name"], []).append(since)
         elif event["kind"] == "letta_send" and received.get(event["conversation"]):
             to_letta.append((event["at"] - received[event["conversation"]].pop(0)) * 1000)
+    on_the_way = ", ".join(
+        f"{name} {c.median(times):.1f} ms" for name, times in steps.items() if times
+    )
     lines = [
         f"Inside daphne (`--trace`): a message frame's arrival -> the request to Letta, median "
         f"{c.median(to_letta):.1f} ms, p95 {c.percentile(to_letta, 95):.1f} ms, max "
-        f"{max(to_letta, default=math.nan):.1f} ms. Every database call of the socket and "
+        f"{max(to_letta, default=math.nan):.1f} ms"
+        + (f" (on the way, medians since the arrival: {on_the_way})" if on_the_way else "")
+        + ". Every database call of the socket and "
         "the relay (`lettachat.aio.db`, a pool of threads): the wait for a thread, the "
         "run, the hop back to the event loop (ms):\n",
         "| function | calls | wait median | wait p95 | run median | run p95 | back median |",
@@ -470,6 +490,15 @@ def trace_summary(path: Path) -> str:
         lines.append(
             f"| `{name}` | {len(events)} | {c.median(q):.1f} | {c.percentile(q, 95):.1f} | "
             f"{c.median(r):.1f} | {c.percentile(r, 95):.1f} | {c.median(b):.1f} |"
+        )
+    if pauses:
+        lines.append(
+            "\nThe garbage collector's pauses (the whole process stops): "
+            + "; ".join(
+                f"generation {g}: {len(ms)}, {sum(ms):.0f} ms in all, longest {max(ms):.1f} ms"
+                for g, ms in sorted(pauses.items())
+            )
+            + "."
         )
     return "\n".join(lines)
 
