@@ -136,10 +136,11 @@
 
   // --- Rename: prefilled with the title shown now (it may have changed since the page came) -------
 
-  // Filled once per opening, as it opens: the click (mouse, Enter, Space) fills it at once; the
-  // toggle event comes later, as its own task, and by then the person (or a quick robot) may have
-  // typed the new title, which it must not put back to the old one. An opening without a click
-  // (a script setting .open) is filled by the toggle.
+  // Opened by the click itself (mouse, Enter, Space), filled and focused at once: the browser's
+  // own opening and its toggle event come later, as tasks of their own, and keys typed meanwhile
+  // went to the Rename button (the first letters of a quick typist's title were lost), or the
+  // title typed was put back to the old one. Filled once per opening; an opening without a click
+  // (a script setting .open) is filled and focused by the toggle.
   function prefillRename(details) {
     var input = details.querySelector("#rename-input");
     var title = byId("thread-title");
@@ -149,7 +150,11 @@
   }
   document.addEventListener("click", function (event) {
     var summary = event.target instanceof Element ? event.target.closest(".thread-rename > summary") : null;
-    if (summary && !summary.parentNode.open) prefillRename(summary.parentNode);
+    if (!summary || summary.parentNode.open) return;
+    var details = summary.parentNode;
+    event.preventDefault();
+    details.open = true;
+    focusEl(prefillRename(details), true);
   }, true);
   document.addEventListener("toggle", function (event) {
     var details = event.target;

@@ -240,6 +240,28 @@ def test_a_title_typed_before_the_rename_box_has_finished_opening_is_the_one_sav
     assert page.errors == []
 
 
+def test_keys_typed_straight_after_opening_rename_land_in_the_box(
+    page, live_server_url, letta_conversation
+):
+    log_in(page, live_server_url)
+    page.goto(f"{live_server_url}/c/{letta_conversation.letta_id}/")
+    # In the click's own task: the box has the focus, and the title is selected, before any
+    # key can come (the browser opened the details a task later: keys went to the button).
+    focused = page.evaluate(
+        """() => {
+            document.querySelector('.thread-rename summary').click();
+            const box = document.activeElement;
+            return [box.id, box.selectionStart, box.selectionEnd, box.value.length];
+        }"""
+    )
+    assert focused[0] == "rename-input"
+    assert focused[1] == 0 and focused[2] == focused[3] > 0, "the old title, selected"
+    page.keyboard.type("Typed at once")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#thread-title >> text='Typed at once'")
+    assert page.errors == []
+
+
 def test_archiving_moves_a_thread_to_the_archived_list_and_back(
     page, live_server_url, alice, letta_agent
 ):
